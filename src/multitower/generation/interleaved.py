@@ -1,0 +1,216 @@
+"""Decoding for interleaved multimodal models (Zipper and the vocabulary-expansion baseline).
+
+The caller gives prompt segments and the list of output modalities, e.g.
+``["text"]`` (speech recognition), ``["speech"]`` (synthesis) or
+``["text", "speech"]``. For each output modality in turn, every example opens a
+segment with that modality's ``bos`` and generates until its ``eos`` (or the
+per-modality maximum, which closes the segment with ``eos``), then moves on.
+
+With ``use_cache=True`` each tower has a preallocated KV cache and each fusion
+block a cross-attention cache that grows while the other tower generates; with
+``use_cache=False`` the whole sequence is re-run every step (the reference the
+cached path must match token for token). The final ``eos`` is fed through the
+model too, so later segments can attend to it exactly as in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import torch
+
+from multitower.generation.sampling import sample_next_token
+from multitower.interleave import (
+    Modality,
+    Segment,
+    TowerBatch,
+    check_modalities,
+    collate_interleaved,
+)
+
+
+class InterleavedLM(Protocol):
+    """What generation needs from a model (Zipper and VocabExpansionLM provide it)."""
+
+    @property
+    def modalities(self) -> dict[str, Modality]: ...
+
+    def __call__(self, batch: Mapping[str, TowerBatch]) -> dict[str, torch.Tensor]: ...
+
+    def setup_caches(self, batch: int, max_len: int | Mapping[str, int]) -> None: ...
+
+    def remove_caches(self) -> None: ...
+
+
+def _limits(max_new_tokens: int | Mapping[str, int], outputs: Sequence[str]) -> dict[str, int]:
+    if isinstance(max_new_tokens, int):
+        limits = dict.fromkeys(outputs, max_new_tokens)
+    else:
+        missing = [m for m in outputs if m not in max_new_tokens]
+        if missing:
+            raise ValueError(f"max_new_tokens has no entry for output modality {missing}")
+        limits = {m: int(max_new_tokens[m]) for m in outputs}
+    for m, n in limits.items():
+        if n <= 0:
+            raise ValueError(f"max_new_tokens[{m!r}] must be positive, got {n}")
+    return limits
+
+
+def _restrict(logits: torch.Tensor, modality: Modality) -> torch.Tensor:
+    """The modality's slice of the tower logits, with pad and bos never sampled."""
+    lg = logits[:, modality.offset : modality.offset + modality.vocab_size].clone()
+    lg[:, [modality.pad_id, modality.bos_id]] = float("-inf")
+    return lg
+
+
+@torch.no_grad()
+def generate(
+    model: InterleavedLM,
+    prompts: Sequence[Sequence[Segment]],
+    output_modalities: Sequence[str],
+    *,
+    max_new_tokens: int | Mapping[str, int] = 128,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> list[list[Segment]]:
+    """Generate one segment per output modality for every prompt.
+
+    Args:
+        model: a Zipper or VocabExpansionLM (in eval mode).
+        prompts: per example, its prompt segments (closed with ``eos``).
+        output_modalities: modalities to generate, in order.
+        max_new_tokens: content tokens per output segment (int, or per modality).
+        temperature, top_k, top_p, generator: see
+            :func:`~multitower.generation.sampling.sample_next_token`.
+        use_cache: KV-cached decoding (fast) or full re-computation (reference).
+
+    Returns:
+        Per example, the generated segments (content ids, no bos/eos), one per
+        output modality.
+
+    Raises:
+        ValueError: an unknown modality, an out-of-vocabulary prompt token or an
+            empty batch.
+    """
+    mods = model.modalities
+    check_modalities(output_modalities, mods, "output_modalities")
+    if len(output_modalities) == 0:
+        raise ValueError("output_modalities must name at least one modality")
+    limits = _limits(max_new_tokens, output_modalities)
+    prompt_batch = collate_interleaved(prompts, mods)  # also validates the prompts
+    B = len(prompts)
+    device = next(model.parameters()).device  # type: ignore[attr-defined]
+    run = _CachedRun if use_cache else _FullRun
+    state = run(model, prompts, prompt_batch, limits, output_modalities, device)
+    outputs: list[list[Segment]] = [[] for _ in range(B)]
+    try:
+        for name in output_modalities:
+            mod = mods[name]
+            tokens = torch.full((B,), mod.offset + mod.bos_id, dtype=torch.long, device=device)
+            done = torch.zeros(B, dtype=torch.bool, device=device)
+            generated: list[list[int]] = [[] for _ in range(B)]
+            while True:
+                logits = state.step(mod, tokens, done, generated)  # (B, V_tower)
+                done = done | (tokens == mod.offset + mod.eos_id)
+                if bool(done.all()):
+                    break
+                nxt = sample_next_token(
+                    _restrict(logits, mod), generator, temperature, top_k, top_p
+                )  # (B,)
+                count = torch.tensor([len(g) for g in generated], device=device)
+                nxt = torch.where(count >= limits[name], mod.eos_id, nxt)
+                for b in torch.nonzero(~done).flatten().tolist():
+                    if int(nxt[b]) != mod.eos_id:
+                        generated[b].append(int(nxt[b]))
+                tokens = torch.where(done, mod.offset + mod.pad_id, nxt + mod.offset)
+            state.close(name, generated)
+            for b in range(B):
+                outputs[b].append(Segment(name, generated[b]))
+    finally:
+        state.finish()
+    return outputs
+
+
+class _CachedRun:
+    """Feeds one token per step through preallocated caches."""
+
+    def __init__(
+        self,
+        model: InterleavedLM,
+        prompts: Sequence[Sequence[Segment]],
+        prompt_batch: dict[str, TowerBatch],
+        limits: dict[str, int],
+        outputs: Sequence[str],
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        mods = model.modalities
+        capacity = {t: tb.tokens.shape[1] for t, tb in prompt_batch.items()}
+        for name in outputs:
+            capacity[mods[name].tower] += limits[name] + 2  # bos + content + eos
+        self.capacity = capacity
+        B = len(prompts)
+        model.setup_caches(B, capacity)
+        prefill = {t: tb.to(device) for t, tb in prompt_batch.items() if bool(tb.valid.any())}
+        if prefill:
+            model(prefill)
+        self.local_len = {t: tb.valid.sum(1).to(device) for t, tb in prompt_batch.items()}
+        self.global_len = sum(tb.valid.sum(1) for tb in prompt_batch.values()).to(device)
+
+    def step(
+        self, mod: Modality, tokens: torch.Tensor, done: torch.Tensor, generated: list[list[int]]
+    ) -> torch.Tensor:
+        t = mod.tower
+        valid = ~done
+        pos = self.local_len[t].clamp_max(self.capacity[t] - 1)
+        tb = TowerBatch(tokens[:, None], pos[:, None], self.global_len[:, None], valid[:, None])
+        logits = self.model({t: tb})[t][:, -1]  # (B, V)
+        self.local_len[t] = self.local_len[t] + valid.long()
+        self.global_len = self.global_len + valid.long()
+        return logits
+
+    def close(self, name: str, generated: list[list[int]]) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.model.remove_caches()
+
+
+class _FullRun:
+    """Re-runs every example's whole interleaved sequence each step (no cache)."""
+
+    def __init__(
+        self,
+        model: InterleavedLM,
+        prompts: Sequence[Sequence[Segment]],
+        prompt_batch: dict[str, TowerBatch],
+        limits: dict[str, int],
+        outputs: Sequence[str],
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.examples = [list(p) for p in prompts]
+
+    def step(
+        self, mod: Modality, tokens: torch.Tensor, done: torch.Tensor, generated: list[list[int]]
+    ) -> torch.Tensor:
+        # The open segment holds bos + generated so far; ``tokens`` (the newest) is in it.
+        examples = [ex + [Segment(mod.name, g)] for ex, g in zip(self.examples, generated)]
+        closed = [bool(d) or int(tok) == mod.offset + mod.eos_id for d, tok in zip(done, tokens)]
+        batch = collate_interleaved(examples, self.model.modalities, open_last=[not c for c in closed])
+        batch = {t: tb.to(self.device) for t, tb in batch.items()}
+        logits = self.model(batch)[mod.tower]  # (B, T, V)
+        last = batch[mod.tower].valid.sum(1) - 1  # (B,)
+        return logits[torch.arange(len(examples), device=self.device), last]
+
+    def close(self, name: str, generated: list[list[int]]) -> None:
+        for ex, g in zip(self.examples, generated):
+            ex.append(Segment(name, g))
+
+    def finish(self) -> None:
+        pass

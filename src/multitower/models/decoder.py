@@ -1,0 +1,197 @@
+"""Decoder-only language-model tower over one vocabulary (Zipper section 2, "towers").
+
+A tower is embedding -> pre-norm transformer blocks -> final norm -> logits through
+the transposed embedding (tied head). Zipper drives the same modules block by
+block (``embed``, ``blocks``, ``head``) so that a tower loaded from its own
+checkpoint keeps its parameter names inside the fused model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multitower.nn import RMSNorm, TransformerBlock, check_heads, make_norm
+from multitower.nn.norms import NORM_KINDS
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Size and vocabulary of one decoder tower.
+
+    ``pad_id``, ``bos_id`` and ``eos_id`` are ids inside ``vocab_size``.
+    """
+
+    vocab_size: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    max_seq_len: int = 512
+    mlp_ratio: float = 4.0
+    norm: str = "rms"
+    rope_base: float = 10000.0
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_heads(self.d_model, self.num_heads)
+        if (self.d_model // self.num_heads) % 2:
+            raise ValueError(
+                f"head_dim = d_model / num_heads = {self.d_model // self.num_heads} must be even "
+                "for rotary positions"
+            )
+        if self.norm not in NORM_KINDS:
+            raise ValueError(f"norm must be one of {NORM_KINDS}, got {self.norm!r}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        for name in ("pad_id", "bos_id", "eos_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name} must lie in [0, vocab_size={self.vocab_size}), got {value}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.mlp_ratio * self.d_model)
+
+
+def check_token_range(tokens: torch.Tensor, vocab_size: int, name: str) -> None:
+    """Raise a ValueError when any id of ``tokens`` lies outside ``[0, vocab_size)``."""
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name}: token ids must be an integer tensor, got {tokens.dtype}")
+    if tokens.numel() == 0:
+        return
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name}: token id {bad} is outside the vocabulary [0, {vocab_size})")
+
+
+class DecoderTower(nn.Module):
+    """Decoder-only LM: ``tokens (B, T) -> logits (B, T, V)``."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                config.d_model,
+                config.num_heads,
+                config.mlp_hidden,
+                norm=config.norm,
+                rope_base=config.rope_base,
+            )
+            for _ in range(config.num_layers)
+        )
+        self.norm = make_norm(config.norm, config.d_model)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialise every parameter.
+
+        * embedding (also the tied output head): normal(0, 0.02);
+        * q/k/v projections and ``mlp.fc_in``: normal(0, 0.02);
+        * ``attn.out_proj`` and ``mlp.fc_out``: normal(0, 0.02 / sqrt(2 * num_layers)),
+          so the residual stream's variance does not grow with depth (GPT-2);
+        * biases: zero; norm scales: one.
+        """
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.config.num_layers)
+        nn.init.normal_(self.embed.weight, std=std)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                is_residual = name.endswith("out_proj") or name.endswith("fc_out")
+                nn.init.normal_(module.weight, std=residual_std if is_residual else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+
+    # -- pieces driven one by one by Zipper ------------------------------------------------
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` ids -> ``(B, T, D)`` embeddings, with a vocabulary range check."""
+        check_token_range(tokens, self.config.vocab_size, "DecoderTower")
+        return self.embed(tokens)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final norm and tied output projection: ``(B, T, D) -> (B, T, V)``."""
+        return F.linear(self.norm(h), self.embed.weight)
+
+    # -- caches ------------------------------------------------------------------------------
+    def setup_caches(
+        self,
+        batch: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        """Preallocate a KV cache of ``max_len`` slots per layer for ``batch`` sequences."""
+        dtype = dtype or self.embed.weight.dtype
+        device = device or self.embed.weight.device
+        for block in self.blocks:
+            block.attn.setup_cache(batch, max_len, dtype=dtype, device=device)
+
+    def reset_caches(self) -> None:
+        """Zero every KV cache (keeps the allocation)."""
+        for block in self.blocks:
+            if block.attn.kv_cache is not None:
+                block.attn.kv_cache.reset()
+
+    def remove_caches(self) -> None:
+        """Drop the KV caches: forward runs on whole sequences again."""
+        for block in self.blocks:
+            block.attn.kv_cache = None
+
+    @property
+    def caches_enabled(self) -> bool:
+        return self.blocks[0].attn.kv_cache is not None
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        causal: bool = True,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits.
+
+        Args:
+            tokens: ``(B, T)`` ids in ``[0, vocab_size)``.
+            positions: ``(B, T)`` positions (cache slots when caches are set up).
+            causal: False for bidirectional attention (no cache).
+            key_padding_mask: ``(B, T)`` True for real tokens, for bidirectional use.
+
+        Returns:
+            ``(B, T, vocab_size)`` logits.
+
+        Raises:
+            ValueError: a token id outside the vocabulary, or a sequence longer than
+                ``max_seq_len``.
+        """
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have shape (B, T), got {tuple(tokens.shape)}")
+        if positions is None and tokens.shape[1] > self.config.max_seq_len:
+            raise ValueError(
+                f"sequence length {tokens.shape[1]} exceeds max_seq_len={self.config.max_seq_len}"
+            )
+        h = self.embed_tokens(tokens)  # (B, T, D)
+        for block in self.blocks:
+            h = block(h, positions=positions, causal=causal, key_padding_mask=key_padding_mask)
+        return self.head(h)

@@ -1,0 +1,150 @@
+"""Self- and cross-attention on ``F.scaled_dot_product_attention``.
+
+Self-attention applies rotary positions from explicit per-token positions and can
+run causally (decoder), bidirectionally with a padding mask (MaMMUT's contrastive
+pass), or against a preallocated :class:`~multitower.nn.kv_cache.KVCache`.
+Cross-attention takes a boolean visibility mask; a query row that sees no key gets
+an output of exactly zero instead of the NaN an all-masked softmax would give.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multitower.nn.kv_cache import KVCache
+from multitower.nn.rotary import Rotary
+
+
+def check_heads(d_model: int, num_heads: int) -> int:
+    """Return ``head_dim`` or raise when ``d_model`` is not divisible by ``num_heads``."""
+    if num_heads <= 0:
+        raise ValueError(f"num_heads must be positive, got {num_heads}")
+    if d_model % num_heads != 0:
+        raise ValueError(
+            f"d_model ({d_model}) must be divisible by num_heads ({num_heads}); "
+            f"allowed num_heads are divisors of {d_model}"
+        )
+    return d_model // num_heads
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, T, D) -> (B, H, T, Dh)."""
+    B, T, D = x.shape
+    return x.view(B, T, num_heads, D // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, Dh) -> (B, T, D)."""
+    B, H, T, Dh = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * Dh)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with rotary positions and an optional KV cache."""
+
+    def __init__(
+        self, d_model: int, num_heads: int, *, rope_base: float = 10000.0, bias: bool = False
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = check_heads(d_model, num_heads)
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rotary = Rotary(self.head_dim, rope_base)
+        self.kv_cache: KVCache | None = None
+
+    def setup_cache(
+        self, batch: int, max_len: int, *, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        self.kv_cache = KVCache(
+            batch, self.num_heads, max_len, self.head_dim, dtype=dtype, device=device
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        causal: bool = True,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend over ``x`` ``(B, T, D)``.
+
+        Args:
+            positions: ``(B, T)`` token positions; default ``arange(T)``. With a KV
+                cache they are also the cache slots written, and a query at position
+                p sees cache slots ``<= p``.
+            causal: causal mask (ignored with a cache, which is always causal).
+            key_padding_mask: ``(B, T)`` True for real tokens (no-cache path only).
+        """
+        B, T, _ = x.shape
+        if positions is None:
+            positions = torch.arange(T, device=x.device).expand(B, T)
+        q = self.rotary(split_heads(self.q_proj(x), self.num_heads), positions)  # (B, H, T, Dh)
+        k = self.rotary(split_heads(self.k_proj(x), self.num_heads), positions)  # (B, H, T, Dh)
+        v = split_heads(self.v_proj(x), self.num_heads)  # (B, H, T, Dh)
+        if self.kv_cache is not None:
+            k, v = self.kv_cache.update(positions, k, v)  # (B, H, S, Dh)
+            slots = torch.arange(k.shape[2], device=x.device)
+            mask = slots[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, S)
+            out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
+        elif key_padding_mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        else:
+            mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, T)
+            if causal:
+                mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            # A padded query row may see nothing; let it see itself to stay finite.
+            mask = mask | torch.eye(T, dtype=torch.bool, device=x.device)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(merge_heads(out))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from queries ``(B, Tq, D)`` to source keys/values.
+
+    Keys and values are produced by :meth:`project_kv` so that callers can cache
+    them (image tokens once per image; another tower's states as it generates).
+    """
+
+    def __init__(
+        self, d_model: int, num_heads: int, *, d_source: int | None = None, bias: bool = False
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = check_heads(d_model, num_heads)
+        d_source = d_model if d_source is None else d_source
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_source, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_source, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source ``(B, S, d_source)`` -> keys, values ``(B, H, S, Dh)``."""
+        k = split_heads(self.k_proj(source), self.num_heads)
+        v = split_heads(self.v_proj(source), self.num_heads)
+        return k, v
+
+    def forward(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Attend from ``x`` ``(B, Tq, D)`` to ``k, v`` ``(B, H, S, Dh)``.
+
+        Args:
+            mask: ``(B, Tq, S)`` True where the query may see the key, or None for all.
+                Rows with no visible key produce exactly zero.
+        """
+        q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, Tq, Dh)
+        k, v = k.to(q.dtype), v.to(q.dtype)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, H, Tq, Dh)
+            return self.out_proj(merge_heads(out))
+        has_any = mask.any(dim=-1, keepdim=True)  # (B, Tq, 1)
+        # Empty rows would softmax over nothing (NaN); let them see everything, then zero them.
+        safe = (mask | ~has_any)[:, None]  # (B, 1, Tq, S)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe)  # (B, H, Tq, Dh)
+        return self.out_proj(merge_heads(out)) * has_any.to(q.dtype)

@@ -1,0 +1,76 @@
+"""Gated cross-attention block (Flamingo, arXiv 2204.14198; Zipper section 2).
+
+::
+
+    h_other --source_proj--> k_proj/v_proj ---------------.
+                                                           v
+    x --norm--> q_proj --> CrossAttention(mask) --> * tanh(gate_attn) --(+)--> x'
+    x' --norm--> MLP --> * tanh(gate_mlp) --(+)--> out
+
+Both gates start at 0, so a freshly inserted block is the identity and the tower
+it sits in behaves exactly as it did alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from multitower.nn.attention import CrossAttention
+from multitower.nn.kv_cache import CrossKVCache
+from multitower.nn.mlp import MLP
+from multitower.nn.norms import make_norm
+
+
+class GatedCrossAttentionBlock(nn.Module):
+    """Tanh-gated cross-attention plus tanh-gated feed-forward.
+
+    Args:
+        d_model: width of the tower the block sits in (queries).
+        d_source: width of the tower it reads (projected to ``d_model`` first).
+        num_heads: attention heads.
+        mlp_hidden: hidden width of the gated feed-forward.
+        norm: ``"rms"`` or ``"layer"``.
+    """
+
+    def __init__(
+        self, d_model: int, d_source: int, num_heads: int, mlp_hidden: int, *, norm: str = "rms"
+    ) -> None:
+        super().__init__()
+        self.source_proj = nn.Linear(d_source, d_model, bias=False)
+        self.norm_attn = make_norm(norm, d_model)
+        self.cross_attn = CrossAttention(d_model, num_heads)
+        self.gate_attn = nn.Parameter(torch.zeros(()))
+        self.norm_mlp = make_norm(norm, d_model)
+        self.mlp = MLP(d_model, mlp_hidden)
+        self.gate_mlp = nn.Parameter(torch.zeros(()))
+        self.kv_cache: CrossKVCache | None = None
+
+    def source_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Other tower's states ``(B, S, d_source)`` -> keys, values ``(B, H, S, Dh)``."""
+        return self.cross_attn.project_kv(self.source_proj(source))
+
+    def setup_cache(
+        self, batch: int, max_len: int, *, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        attn = self.cross_attn
+        self.kv_cache = CrossKVCache(
+            batch, attn.num_heads, max_len, attn.head_dim, dtype=dtype, device=device
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor | None,
+        v: torch.Tensor | None,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Apply the block to ``x`` ``(B, T, d_model)`` given source keys/values and mask.
+
+        ``k = v = None`` means there is no source token at all: the attention branch
+        contributes exactly zero and only the gated feed-forward runs.
+        """
+        if k is not None and v is not None:
+            attn = self.cross_attn(self.norm_attn(x), k, v, mask)
+            x = x + torch.tanh(self.gate_attn) * attn
+        return x + torch.tanh(self.gate_mlp) * self.mlp(self.norm_mlp(x))
