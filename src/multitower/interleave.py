@@ -98,9 +98,7 @@ def check_modalities(names: Sequence[str], modalities: Mapping[str, Modality], w
     """Raise a ValueError naming any modality that is not in ``modalities``."""
     for name in names:
         if name not in modalities:
-            raise ValueError(
-                f"{where}: unknown modality {name!r}; allowed: {sorted(modalities)}"
-            )
+            raise ValueError(f"{where}: unknown modality {name!r}; allowed: {sorted(modalities)}")
 
 
 def segment_ids(segment: Segment, modality: Modality, *, close: bool = True) -> list[int]:

@@ -71,6 +71,7 @@ def generate(
     output_modalities: Sequence[str],
     *,
     max_new_tokens: int | Mapping[str, int] = 128,
+    min_new_tokens: int = 0,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -84,6 +85,7 @@ def generate(
         prompts: per example, its prompt segments (closed with ``eos``).
         output_modalities: modalities to generate, in order.
         max_new_tokens: content tokens per output segment (int, or per modality).
+        min_new_tokens: eos is suppressed until a segment has this many tokens.
         temperature, top_k, top_p, generator: see
             :func:`~multitower.generation.sampling.sample_next_token`.
         use_cache: KV-cached decoding (fast) or full re-computation (reference).
@@ -118,10 +120,13 @@ def generate(
                 done = done | (tokens == mod.offset + mod.eos_id)
                 if bool(done.all()):
                     break
-                nxt = sample_next_token(
-                    _restrict(logits, mod), generator, temperature, top_k, top_p
-                )  # (B,)
                 count = torch.tensor([len(g) for g in generated], device=device)
+                restricted = _restrict(logits, mod)  # (B, V_modality)
+                if min_new_tokens:
+                    restricted[:, mod.eos_id] = restricted[:, mod.eos_id].masked_fill(
+                        count < min_new_tokens, float("-inf")
+                    )
+                nxt = sample_next_token(restricted, generator, temperature, top_k, top_p)  # (B,)
                 nxt = torch.where(count >= limits[name], mod.eos_id, nxt)
                 for b in torch.nonzero(~done).flatten().tolist():
                     if int(nxt[b]) != mod.eos_id:
@@ -200,9 +205,11 @@ class _FullRun:
         self, mod: Modality, tokens: torch.Tensor, done: torch.Tensor, generated: list[list[int]]
     ) -> torch.Tensor:
         # The open segment holds bos + generated so far; ``tokens`` (the newest) is in it.
-        examples = [ex + [Segment(mod.name, g)] for ex, g in zip(self.examples, generated)]
+        examples = [[*ex, Segment(mod.name, g)] for ex, g in zip(self.examples, generated)]
         closed = [bool(d) or int(tok) == mod.offset + mod.eos_id for d, tok in zip(done, tokens)]
-        batch = collate_interleaved(examples, self.model.modalities, open_last=[not c for c in closed])
+        batch = collate_interleaved(
+            examples, self.model.modalities, open_last=[not c for c in closed]
+        )
         batch = {t: tb.to(self.device) for t, tb in batch.items()}
         logits = self.model(batch)[mod.tower]  # (B, T, V)
         last = batch[mod.tower].valid.sum(1) - 1  # (B,)

@@ -55,7 +55,9 @@ class DecoderConfig:
         for name in ("pad_id", "bos_id", "eos_id"):
             value = getattr(self, name)
             if not 0 <= value < self.vocab_size:
-                raise ValueError(f"{name} must lie in [0, vocab_size={self.vocab_size}), got {value}")
+                raise ValueError(
+                    f"{name} must lie in [0, vocab_size={self.vocab_size}), got {value}"
+                )
 
     @property
     def head_dim(self) -> int:

@@ -60,7 +60,7 @@ class ZipperConfig:
     pair_intervals: dict[str, int] = field(default_factory=dict)
     input_projection: str = "residual"
     input_projection_ratio: float = 1.0
-    fusion_mlp_ratio: float = 4.0
+    fusion_mlp_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         if len(self.towers) < 2:
@@ -85,8 +85,10 @@ class ZipperConfig:
             interval = self.interval(*key.split("<-"))
             depth = self.towers[query].num_layers
             if not 1 <= interval <= depth:
-                name = f"pair_intervals[{key!r}]" if key in self.pair_intervals else (
-                    "cross_attention_every"
+                name = (
+                    f"pair_intervals[{key!r}]"
+                    if key in self.pair_intervals
+                    else ("cross_attention_every")
                 )
                 raise ValueError(
                     f"{name}={interval} must lie in [1, {depth}] (1 to the depth of tower {query!r})"
@@ -208,7 +210,9 @@ class Zipper(nn.Module):
         """Stop gradients to the named towers' own parameters (fusion stays trainable)."""
         for name in names:
             if name not in self.towers:
-                raise ValueError(f"freeze_towers: unknown tower {name!r}; allowed: {list(self.towers)}")
+                raise ValueError(
+                    f"freeze_towers: unknown tower {name!r}; allowed: {list(self.towers)}"
+                )
             for p in self.towers[name].parameters():
                 p.requires_grad_(False)
 
@@ -280,7 +284,7 @@ class Zipper(nn.Module):
             raise ValueError(f"unknown tower(s) {unknown}; allowed: {list(self.towers)}")
         active = [t for t in self.towers if t in batch]
         caching = self.caches_enabled
-        proj = self.fusion["input_proj"] if "input_proj" in self.fusion else None
+        proj = self.fusion["input_proj"] if self.config.input_projection != "none" else None
         x: dict[str, torch.Tensor] = {}
         states: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -295,9 +299,7 @@ class Zipper(nn.Module):
                     block = self.block(p)
                     assert block.kv_cache is not None
                     k, v = block.source_kv(h)  # (B, H, T, Dh)
-                    block.kv_cache.update_source(
-                        tb.positions, k, v, tb.global_positions, tb.valid
-                    )
+                    block.kv_cache.update_source(tb.positions, k, v, tb.global_positions, tb.valid)
 
         def ready(p: FusionPoint) -> bool:
             return p.source not in batch or (p.source, p.source_depth) in states

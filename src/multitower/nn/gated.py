@@ -14,9 +14,10 @@ it sits in behaves exactly as it did alone.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from multitower.nn.attention import CrossAttention
+from multitower.nn.attention import CrossAttention, split_heads
 from multitower.nn.kv_cache import CrossKVCache
 from multitower.nn.mlp import MLP
 from multitower.nn.norms import make_norm
@@ -47,8 +48,18 @@ class GatedCrossAttentionBlock(nn.Module):
         self.kv_cache: CrossKVCache | None = None
 
     def source_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Other tower's states ``(B, S, d_source)`` -> keys, values ``(B, H, S, Dh)``."""
-        return self.cross_attn.project_kv(self.source_proj(source))
+        """Other tower's states ``(B, S, d_source)`` -> keys, values ``(B, H, S, Dh)``.
+
+        ``k_proj(source_proj(h))`` is linear in ``h``: for many tokens it is cheaper to
+        multiply the two weight matrices once and apply the product (same result).
+        """
+        attn = self.cross_attn
+        n_tokens = source.shape[0] * source.shape[1]
+        if n_tokens <= attn.q_proj.in_features or attn.k_proj.bias is not None:
+            return attn.project_kv(self.source_proj(source))
+        w_kv = torch.cat([attn.k_proj.weight, attn.v_proj.weight]) @ self.source_proj.weight
+        k, v = F.linear(source, w_kv).chunk(2, dim=-1)  # (B, S, D) each
+        return split_heads(k, attn.num_heads), split_heads(v, attn.num_heads)
 
     def setup_cache(
         self, batch: int, max_len: int, *, dtype: torch.dtype, device: torch.device

@@ -1,0 +1,210 @@
+"""Zipper fusion: identity at init, causality, masks, freezing, N towers, config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multitower.generation import generate
+from multitower.interleave import Segment, collate_interleaved, cross_attention_mask
+from multitower.losses import interleaved_next_token_loss
+from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.zipper import Zipper, ZipperConfig, fusion_points
+
+TEXT = DecoderConfig(vocab_size=40, d_model=32, num_layers=4, num_heads=4)
+SPEECH = DecoderConfig(vocab_size=30, d_model=48, num_layers=6, num_heads=4)
+
+
+def make_zipper(input_projection="residual", *, gates=0.0, seed=0, **kw) -> Zipper:
+    torch.manual_seed(seed)
+    z = Zipper(
+        ZipperConfig({"text": TEXT, "speech": SPEECH}, input_projection=input_projection, **kw)
+    )
+    with torch.no_grad():
+        for name, p in z.named_parameters():
+            if "gate" in name:
+                p.fill_(gates)
+    return z.double()
+
+
+EXAMPLES = [
+    [Segment("speech", [5, 6, 7, 8, 9]), Segment("text", [3, 4, 5])],
+    [Segment("text", [7, 8]), Segment("speech", [10, 11, 12, 13])],
+    [
+        Segment("text", [9]),
+        Segment("speech", [4, 5]),
+        Segment("text", [6, 7, 8]),
+        Segment("speech", [3]),
+    ],
+    [Segment("speech", [20, 21, 22])],  # text absent
+]
+
+
+def test_fusion_parameters_live_under_one_prefix_and_tower_keys_are_kept():
+    z = make_zipper()
+    tower = DecoderTower(TEXT)
+    assert set(z.towers["text"].state_dict()) == set(tower.state_dict())
+    for name, _ in z.named_parameters():
+        assert name.startswith("towers.") or name.startswith("fusion."), name
+    # a standalone tower loads strictly into the zip
+    z.load_tower("text", tower.double())
+    for k, v in tower.state_dict().items():
+        assert torch.equal(z.towers["text"].state_dict()[k], v)
+
+
+def test_relative_depth_alignment():
+    points = fusion_points(ZipperConfig({"text": TEXT, "speech": SPEECH}, cross_attention_every=2))
+    got = {(p.query, p.depth): p.source_depth for p in points}
+    assert got == {
+        ("text", 2): 3,
+        ("text", 4): 6,
+        ("speech", 2): 1,
+        ("speech", 4): 3,
+        ("speech", 6): 4,
+    }
+
+
+def test_fresh_residual_zip_equals_standalone_towers():
+    z = make_zipper("residual").eval()
+    batch = collate_interleaved(EXAMPLES, z.modalities)
+    logits = z(batch)
+    for name in ("text", "speech"):
+        alone = z.towers[name](batch[name].tokens)
+        valid = batch[name].valid
+        torch.testing.assert_close(logits[name][valid], alone[valid], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("projection", ["paper", "residual"])
+def test_changing_a_later_token_never_changes_earlier_logits(projection):
+    z = make_zipper(projection, gates=0.8).eval()
+    mods = z.modalities
+    base = collate_interleaved(EXAMPLES, mods)
+    ref = z(base)
+    for ex_i, example in enumerate(EXAMPLES):
+        gpos = 0
+        for seg_i, seg in enumerate(example):
+            for tok_i in range(len(seg.tokens)):
+                changed_gpos = gpos + 1 + tok_i  # bos comes first
+                new = [list(s.tokens) for s in example]
+                new[seg_i][tok_i] = (new[seg_i][tok_i] + 1) % (
+                    mods[seg.modality].vocab_size - 3
+                ) + 3
+                examples = list(EXAMPLES)
+                examples[ex_i] = [Segment(s.modality, t) for s, t in zip(example, new)]
+                out = z(collate_interleaved(examples, mods))
+                for tower in ("text", "speech"):
+                    tb = base[tower]
+                    earlier = tb.valid[ex_i] & (tb.global_positions[ex_i] < changed_gpos)
+                    torch.testing.assert_close(
+                        out[tower][ex_i][earlier], ref[tower][ex_i][earlier], rtol=0, atol=0
+                    )
+                    later = tb.valid[ex_i] & (tb.global_positions[ex_i] >= changed_gpos)
+                    if later.any():  # the change is visible downstream (test can fail)
+                        assert not torch.equal(out[tower][ex_i][later], ref[tower][ex_i][later])
+            gpos += len(seg.tokens) + 2
+
+
+def test_masks_follow_the_interleaved_order_and_never_nan():
+    z = make_zipper("paper", gates=1.0)
+    batch = collate_interleaved(EXAMPLES, z.modalities, loss_weights={"text": 1.0, "speech": 1.0})
+    t, s = batch["text"], batch["speech"]
+    mask = cross_attention_mask(t.global_positions, t.valid, s.global_positions, s.valid)
+    # example 0: text bos sits after the whole closed speech segment (7 tokens)
+    assert mask[0, 0].sum() == 7
+    # example 1: the first text tokens precede every speech token: they see nothing
+    assert not mask[1, :4].any()
+    # example 3 has no text at all
+    assert not t.valid[3].any() and not mask[3].any()
+    logits = z(batch)
+    assert all(torch.isfinite(v).all() for v in logits.values())
+    loss = interleaved_next_token_loss(logits, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, p in z.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+def test_frozen_towers_get_no_gradient_and_stay_bit_identical():
+    z = make_zipper("paper", gates=0.5)
+    z.freeze_towers(["text", "speech"])
+    before = {k: v.clone() for k, v in z.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in z.parameters() if p.requires_grad], lr=1e-2)
+    batch = collate_interleaved(EXAMPLES, z.modalities, loss_weights={"text": 1.0})
+    interleaved_next_token_loss(z(batch), batch).backward()
+    for name, p in z.named_parameters():
+        if name.startswith("towers."):
+            assert p.grad is None, name
+    opt.step()
+    after = z.state_dict()
+    changed_fusion = 0
+    for k, v in before.items():
+        if k.startswith("towers."):
+            assert torch.equal(after[k], v), k
+        elif not torch.equal(after[k], v):
+            changed_fusion += 1
+    assert changed_fusion > 10
+
+
+def test_three_towers_train_a_step_and_decode():
+    torch.manual_seed(0)
+    image = DecoderConfig(vocab_size=20, d_model=16, num_layers=2, num_heads=2)
+    z = Zipper(
+        ZipperConfig(
+            {"text": TEXT, "speech": SPEECH, "image": image}, pair_intervals={"image<-text": 1}
+        )
+    )
+    assert {p.key for p in z.points} == {
+        "text_from_speech",
+        "text_from_image",
+        "speech_from_text",
+        "speech_from_image",
+        "image_from_text",
+        "image_from_speech",
+    }
+    examples = [[Segment("image", [5, 6]), Segment("speech", [7, 8]), Segment("text", [9])]] * 2
+    batch = collate_interleaved(examples, z.modalities, loss_weights={"text": 1.0, "speech": 0.5})
+    opt = torch.optim.AdamW(z.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = interleaved_next_token_loss(z(batch), batch)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    z.eval()
+    prompts = [[Segment("image", [5, 6])]]
+    cached = generate(z, prompts, ["speech", "text"], max_new_tokens=4)
+    full = generate(z, prompts, ["speech", "text"], max_new_tokens=4, use_cache=False)
+    assert cached == full
+    assert [s.modality for s in cached[0]] == ["speech", "text"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(cross_attention_every=0), "cross_attention_every=0 must lie in"),
+        (dict(cross_attention_every=5), r"must lie in \[1, 4\]"),
+        (dict(pair_intervals={"text<-video": 1}), "unknown pair 'text<-video'"),
+        (dict(input_projection="mlp"), "input_projection must be one of"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ZipperConfig({"text": TEXT, "speech": SPEECH}, **kwargs)
+
+
+def test_bad_widths_modalities_and_tokens_are_rejected():
+    with pytest.raises(ValueError, match=r"d_model \(30\) must be divisible by num_heads \(4\)"):
+        DecoderConfig(vocab_size=10, d_model=30, num_layers=1, num_heads=4)
+    z = make_zipper()
+    with pytest.raises(ValueError, match="unknown modality 'video'"):
+        collate_interleaved([[Segment("video", [1])]], z.modalities)
+    with pytest.raises(ValueError, match=r"token id 40 is outside its vocabulary \[0, 40\)"):
+        collate_interleaved([[Segment("text", [40])]], z.modalities)
+    with pytest.raises(ValueError, match="unknown modality 'video'"):
+        generate(z, [[Segment("text", [4])]], ["video"])
+    with pytest.raises(ValueError, match="unknown tower"):
+        z({"video": collate_interleaved([[Segment("text", [4])]], z.modalities)["text"]})
+    with pytest.raises(ValueError, match="config"):
+        z.load_tower("text", DecoderTower(SPEECH))
