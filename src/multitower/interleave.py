@@ -123,7 +123,7 @@ def collate_interleaved(
     examples: Sequence[Sequence[Segment]],
     modalities: Mapping[str, Modality],
     *,
-    loss_weights: Mapping[str, float] | None = None,
+    loss_weights: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
     open_last: Sequence[bool] | None = None,
 ) -> InterleavedBatch:
     """Turn examples into per-tower tensors.
@@ -131,8 +131,10 @@ def collate_interleaved(
     Args:
         examples: each a list of segments in linear order; any order and number.
         modalities: modality name -> :class:`Modality` (from the model).
-        loss_weights: modality name -> weight of its tokens as prediction targets;
-            modalities absent get weight 0 (input only). ``bos`` is never a target.
+        loss_weights: modality name -> weight of its tokens as prediction targets,
+            for all examples or one mapping per example (e.g. speech recognition and
+            synthesis examples mixed in one batch); modalities absent get weight 0
+            (input only). ``bos`` is never a target.
         open_last: per example, True to leave the last segment without ``eos``
             (a segment being generated).
 
@@ -142,8 +144,16 @@ def collate_interleaved(
     """
     if len(examples) == 0:
         raise ValueError("collate_interleaved: no examples")
-    loss_weights = dict(loss_weights or {})
-    check_modalities(list(loss_weights), modalities, "loss_weights")
+    if loss_weights is None or isinstance(loss_weights, Mapping):
+        per_example = [dict(loss_weights or {})] * len(examples)
+    else:
+        per_example = [dict(w) for w in loss_weights]
+        if len(per_example) != len(examples):
+            raise ValueError(
+                f"loss_weights: {len(per_example)} mappings for {len(examples)} examples"
+            )
+    for w in per_example:
+        check_modalities(list(w), modalities, "loss_weights")
     towers = list(dict.fromkeys(m.tower for m in modalities.values()))
     pad = {}
     for m in modalities.values():
@@ -159,7 +169,7 @@ def collate_interleaved(
             modality = modalities[segment.modality]
             close = not (open_last is not None and open_last[i] and j == len(example) - 1)
             ids = segment_ids(segment, modality, close=close)
-            weight = float(loss_weights.get(segment.modality, 0.0))
+            weight = float(per_example[i].get(segment.modality, 0.0))
             toks, gps, wts = per_tower[modality.tower]
             toks.extend(ids)
             gps.extend(range(gpos, gpos + len(ids)))

@@ -1,0 +1,310 @@
+"""YAML configs, ``key=value`` overrides and dict -> dataclass conversion with clear errors.
+
+A run config is a YAML mapping of sections::
+
+    recipe: toy_lm
+    train: {max_steps: 200, lr: 1.0e-3}
+    model: {vocab_size: 64, d_model: 64, num_layers: 2, num_heads: 4}
+
+Overrides on the command line use dotted keys and YAML scalars
+(``train.lr=3e-4``, ``model.norm=layer``, ``train.fusion_lr=null``). Numbers like
+``1e-3`` are floats (YAML 1.2), not the strings PyYAML's YAML 1.1 would make.
+
+:func:`build_dataclass` converts a mapping into a (nested) frozen dataclass and
+reports every problem at once: an unknown key (with its path and the allowed
+keys), a missing required key, a value of the wrong type (key, value, expected
+type), and ``__post_init__`` errors prefixed with the section path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """One or more problems in a config; ``problems`` lists them one per line."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float (YAML 1.2), not a string."""
+
+
+# Copy the resolver lists before adding one, so yaml.SafeLoader itself is unchanged.
+_Loader.yaml_implicit_resolvers = {
+    key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, *, source: str) -> Any:
+    """Parse YAML ``text``; a syntax error becomes a :class:`ConfigError` naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: invalid YAML: {err}") from err
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` (an empty file is an empty mapping).
+
+    Raises:
+        ConfigError: the file is missing, unreadable YAML, or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``config`` with ``key.sub=value`` overrides applied.
+
+    Values are YAML scalars (``3``, ``1e-3``, ``true``, ``null``, ``[1, 2]``).
+
+    Raises:
+        ConfigError: an override without ``=``, with an empty key, or one that
+            descends into a value that is not a mapping.
+    """
+    result = _deep_copy(config)
+    problems = []
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            problems.append(
+                f"override {text!r}: expected key=value with a dotted key, e.g. train.lr=1e-3"
+            )
+            continue
+        value = parse_yaml(raw, source=f"override {text!r}") if raw.strip() else ""
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                problems.append(f"override {text!r}: {where} is {child!r}, not a section")
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`load_yaml` then :func:`apply_overrides`."""
+    return apply_overrides(load_yaml(path), overrides)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses -> dicts and tuples -> lists, recursively (for YAML/JSON dumps)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def dump_yaml(config: Mapping[str, Any]) -> str:
+    """YAML text of a config (dataclasses and tuples converted), keys in insertion order."""
+    return yaml.safe_dump(to_plain(config), sort_keys=False)
+
+
+# -- dict -> dataclass -------------------------------------------------------------------------
+def type_name(tp: Any) -> str:
+    """Readable name of a type annotation (``int``, ``float | None``, ``tuple[float, float]``)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join("..." if a is Ellipsis else type_name(a) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _join(path: str, key: object) -> str:
+    """Dotted key path; the top level (``path == ""``) has no leading dot."""
+    return f"{path}.{key}" if path else str(key)
+
+
+def _wrong(path: str, value: Any, tp: Any) -> str:
+    return f"{path}: expected {type_name(tp)}, got {value!r} ({type(value).__name__})"
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    """Check/convert ``value`` against annotation ``tp``; append problems instead of raising."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arm in args:
+            if arm is type(None):
+                continue
+            trial: list[str] = []
+            converted = _convert(value, arm, path, trial)
+            if not trial:
+                return converted
+        problems.append(_wrong(path, value, tp))
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            problems.append(_wrong(path, value, tp))
+        return value
+    if origin in (tuple, list, Sequence):
+        if not isinstance(value, (list, tuple)):
+            problems.append(_wrong(path, value, tp))
+            return value
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                problems.append(
+                    f"{path}: expected {len(args)} items ({type_name(tp)}), got {value!r}"
+                )
+                return value
+            items = [
+                _convert(v, a, f"{path}[{i}]", problems)
+                for i, (v, a) in enumerate(zip(value, args))
+            ]
+        else:
+            arm = args[0] if args else Any
+            items = [_convert(v, arm, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            problems.append(_wrong(path, value, tp))
+            return value
+        val_tp = args[1] if len(args) == 2 else Any
+        return {k: _convert(v, val_tp, _join(path, k), problems) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _build(tp, value, path, problems)
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(_wrong(path, value, tp))
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(_wrong(path, value, tp))
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(_wrong(path, value, tp))
+            return value
+        return float(value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        problems.append(_wrong(path, value, tp))
+    return value
+
+
+def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+    if not isinstance(data, Mapping):
+        problems.append(
+            f"{path or 'config'}: expected a mapping for {cls.__name__}, got {data!r} ({type(data).__name__})"
+        )
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            problems.append(
+                f"{_join(path, key)}: unknown key {key!r} in {path or cls.__name__}; "
+                f"allowed keys: {', '.join(fields)}"
+            )
+    # Unknown keys alone still let the values be checked by __post_init__; a missing
+    # or mistyped value does not (a default standing in for it could mislead).
+    before = len(problems)
+    kwargs = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], _join(path, name), problems)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            problems.append(f"{_join(path, name)}: missing required key ({type_name(hints[name])})")
+    if len(problems) > before:
+        return None
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        problems.append(f"{path or cls.__name__}: {err}")
+        return None
+
+
+def build_dataclass(cls: type[T], data: Mapping[str, Any], path: str) -> T:
+    """Convert ``data`` into the (nested) dataclass ``cls``.
+
+    Args:
+        cls: a dataclass type (fields annotated with bool/int/float/str, Literal,
+            ``X | None``, tuple/list/dict of those, or nested dataclasses).
+        data: the mapping to convert (e.g. one YAML section).
+        path: where ``data`` sits in the config, used in messages (``"train"``; ``""``
+            for a dataclass describing the whole file).
+
+    Raises:
+        ConfigError: listing every unknown key, missing key, wrongly typed value
+            and ``__post_init__`` error.
+    """
+    problems: list[str] = []
+    result = _build(cls, data, path, problems)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def build_sections(
+    config: Mapping[str, Any], schema: Mapping[str, type], *, ignore: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Build one dataclass per section of ``config`` following ``schema``.
+
+    A section absent from ``config`` is built from ``{}`` (its defaults). Keys of
+    ``config`` in neither ``schema`` nor ``ignore`` are reported as unknown sections.
+
+    Raises:
+        ConfigError: every problem of every section.
+    """
+    problems: list[str] = []
+    for key in config:
+        if key not in schema and key not in ignore:
+            allowed = ", ".join([*ignore, *schema])
+            problems.append(f"{key}: unknown section {key!r}; allowed sections: {allowed}")
+    built = {
+        name: _build(cls, config.get(name, {}), name, problems) for name, cls in schema.items()
+    }
+    if problems:
+        raise ConfigError(problems)
+    return built

@@ -1,0 +1,153 @@
+"""AdamW parameter groups and the warmup + cosine learning-rate schedule.
+
+Parameter groups:
+
+* names starting with ``fusion.`` (Zipper's cross-attention fusion) use
+  ``fusion_lr`` when it is given, the tower parameters use ``lr``;
+* no weight decay for norms, biases, gates and every parameter with fewer than
+  two dimensions; weight decay for the other matrices;
+* frozen parameters (``requires_grad=False``) are left out of the optimizer.
+
+The schedule is a pure function of the optimizer step, so its only state is
+that step (an int): linear warmup from ``lr / warmup_steps`` to ``lr`` over
+``warmup_steps`` steps, then a cosine decay to ``min_lr_ratio * lr`` at
+``max_steps``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+FUSION_PREFIX = "fusion."
+
+
+def is_no_decay(name: str, param: torch.Tensor) -> bool:
+    """True for parameters that get no weight decay: norms, biases, gates, ndim < 2."""
+    leaf = name.rsplit(".", 1)[-1]
+    return param.ndim < 2 or "norm" in name or "gate" in name or leaf == "bias"
+
+
+def param_groups(
+    model: nn.Module, *, lr: float, fusion_lr: float | None, weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups for ``model`` (see the module docstring).
+
+    Each group carries ``name`` (``"decay"``, ``"no_decay"``, ``"fusion_decay"``,
+    ``"fusion_no_decay"``), ``lr``, ``base_lr`` (the peak the schedule scales) and
+    ``weight_decay``. Empty groups are dropped. Without ``fusion_lr`` the fusion
+    parameters share the tower groups.
+
+    Raises:
+        ValueError: the model has no trainable parameter.
+    """
+    buckets: dict[str, list[torch.Tensor]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        fusion = fusion_lr is not None and name.startswith(FUSION_PREFIX)
+        kind = "no_decay" if is_no_decay(name, param) else "decay"
+        buckets.setdefault(f"fusion_{kind}" if fusion else kind, []).append(param)
+    if not buckets:
+        raise ValueError(f"{type(model).__name__} has no trainable parameter (all are frozen)")
+    groups = []
+    for group_name in ("decay", "no_decay", "fusion_decay", "fusion_no_decay"):
+        params = buckets.get(group_name)
+        if not params:
+            continue
+        group_lr = fusion_lr if group_name.startswith("fusion") else lr
+        assert group_lr is not None
+        groups.append(
+            {
+                "name": group_name,
+                "params": params,
+                "lr": group_lr,
+                "base_lr": group_lr,
+                "weight_decay": 0.0 if group_name.endswith("no_decay") else weight_decay,
+            }
+        )
+    return groups
+
+
+def build_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    fusion_lr: float | None = None,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups` of ``model``."""
+    groups = param_groups(model, lr=lr, fusion_lr=fusion_lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
+def lr_factor(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based).
+
+    ``(step + 1) / warmup_steps`` during warmup, then
+    ``min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + cos(pi * progress))`` with
+    ``progress = (step - warmup_steps) / (max_steps - warmup_steps)``.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosine:
+    """Sets every group's ``lr`` to ``base_lr * lr_factor(step)`` before each optimizer step.
+
+    State: ``{"step": int}``, the number of optimizer steps taken.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        warmup_steps: int,
+        max_steps: int,
+        min_lr_ratio: float,
+    ) -> None:
+        if warmup_steps < 0 or max_steps <= 0:
+            raise ValueError(
+                f"need warmup_steps >= 0 and max_steps > 0, got {warmup_steps}, {max_steps}"
+            )
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
+        self.optimizer = optimizer
+        self.warmup_steps = warmup_steps
+        self.max_steps = max_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.step_count = 0
+        self._apply()
+
+    def factor_at(self, step: int) -> float:
+        """:func:`lr_factor` of optimizer step ``step`` with this schedule's settings."""
+        return lr_factor(
+            step,
+            warmup_steps=self.warmup_steps,
+            max_steps=self.max_steps,
+            min_lr_ratio=self.min_lr_ratio,
+        )
+
+    def _apply(self) -> None:
+        factor = self.factor_at(self.step_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.get("base_lr", group["lr"]) * factor
+
+    def step(self) -> None:
+        """Advance one optimizer step and set the learning rates for the next one."""
+        self.step_count += 1
+        self._apply()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step_count}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step_count = int(state["step"])
+        self._apply()

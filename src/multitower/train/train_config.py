@@ -1,0 +1,102 @@
+"""The run configuration of :class:`~multitower.train.trainer.Trainer` and precision choice."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from multitower.train.distributed import DISTRIBUTED_MODES
+from multitower.train.progress import PROGRESS_MODES
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, precision, logging and checkpointing of one run.
+
+    ``batch_size`` is global (all ranks and accumulation steps together);
+    ``ckpt_every=0`` saves only the final checkpoint; ``clip_norm=0`` disables
+    clipping; ``eval_every=0`` evaluates only at the end.
+    """
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 3e-4
+    fusion_lr: float | None = None
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    clip_norm: float = 1.0
+    precision: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 500
+    keep_last: int = 3
+    eval_every: int = 0
+    strict_data: bool = False
+    progress: str = "auto"
+    distributed: str = "none"
+    device: str = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "ckpt_every", "keep_last", "eval_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}"
+            )
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} must not exceed max_steps={self.max_steps}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.fusion_lr is not None and not self.fusion_lr > 0:
+            raise ValueError(f"fusion_lr must be positive or null, got {self.fusion_lr}")
+        if self.weight_decay < 0 or self.clip_norm < 0:
+            raise ValueError("weight_decay and clip_norm must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        for name, allowed in (
+            ("precision", PRECISIONS),
+            ("progress", PROGRESS_MODES),
+            ("distributed", DISTRIBUTED_MODES),
+            ("device", DEVICES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+
+def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast dtype for ``precision`` on ``device``, None for fp32.
+
+    ``"auto"`` picks bf16 on CUDA devices that support it and fp32 otherwise.
+
+    Raises:
+        ValueError: ``"bf16"`` on a CUDA device without bf16 support.
+    """
+    if precision == "fp32":
+        return None
+    cuda = device.type == "cuda"
+    bf16_ok = torch.cuda.is_bf16_supported() if cuda else device.type == "cpu"
+    if precision == "auto":
+        return torch.bfloat16 if cuda and bf16_ok else None
+    if not bf16_ok:
+        raise ValueError(f"precision='bf16' but {device} does not support bfloat16")
+    return torch.bfloat16

@@ -1,0 +1,97 @@
+"""The command line end to end: train, config errors before any work, plot, registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from multitower.cli.main import COMMANDS, main
+from multitower.models.io import load_safetensors
+from multitower.train.recipes import available_recipes
+
+CONFIG = """
+recipe: toy_lm
+train: {max_steps: 40, batch_size: 16, lr: 1.0e-2, warmup_steps: 5, log_every: 5, ckpt_every: 20,
+        progress: "off", device: cpu}
+model: {vocab_size: 13, d_model: 32, num_layers: 1, num_heads: 2, max_seq_len: 16}
+data: {num_sequences: 128, seq_len: 10, eval_sequences: 32}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_train_learns_writes_config_and_plots(tmp_path, config, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run), "train.seed=1"]) == 0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 5 and rows[-1]["step"] == 40
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]  # the bigram rule is being learnt
+    assert rows[-1]["eval/accuracy"] > 0.5
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (
+        resolved["train"]["seed"] == 1 and resolved["train"]["clip_norm"] == 1.0
+    )  # defaults filled
+    assert resolved["model"]["norm"] == "rms" and resolved["recipe"] == "toy_lm"
+    weights, _ = load_safetensors(run / "checkpoints" / "step_000040" / "model.safetensors")
+    assert weights["embed.weight"].shape == (13, 32)
+    assert "finished" in capsys.readouterr().out
+
+    assert main(["plot", str(run)]) == 0
+    for name in ("loss.png", "metrics.png"):
+        png = run / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A second run into the same directory without --resume is refused.
+    assert main(["train", str(config), "--run-dir", str(run)]) == 1
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_config_errors_are_all_reported_before_any_work(tmp_path, config, capsys) -> None:
+    run = tmp_path / "run"
+    code = main(["train", str(config), "--run-dir", str(run),
+                 "train.lr=-1", "train.bogus=1", "model.d_model=wide", "data.seq_len=2", "extra.x=1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert "train: lr must be positive, got -1.0" in err
+    assert "train.bogus: unknown key 'bogus' in train; allowed keys: max_steps," in err
+    assert "model.d_model: expected int, got 'wide' (str)" in err
+    assert "data: seq_len must be >= 3" in err
+    assert "extra: unknown section 'extra'; allowed sections: recipe, train, model, data" in err
+    assert not run.exists()
+
+
+def test_cross_section_and_recipe_errors(tmp_path, config, capsys) -> None:
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "r"), "data.seq_len=40"]) == 2
+    assert "data.seq_len=40: the model reads seq_len - 1 tokens" in capsys.readouterr().err
+    assert main(["train", str(config), "recipe=nope"]) == 2
+    assert "recipe: unknown recipe 'nope'; available: " in capsys.readouterr().err
+
+
+def test_plot_without_metrics_is_a_clean_error(tmp_path, capsys) -> None:
+    assert main(["plot", str(tmp_path)]) == 1
+    assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_registries_list_the_builtins() -> None:
+    assert {"train", "plot"} <= set(COMMANDS)
+    assert "toy_lm" in available_recipes()
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
