@@ -1,0 +1,355 @@
+"""The generated speech-text corpus of the Zipper speech experiment.
+
+Three disjoint splits, each a LibriSpeech-layout folder (see
+:mod:`.librispeech`), every utterance a distinct generated sentence
+(:func:`~multitower.data.text.generate_unique_sentences`) spoken by espeak-ng:
+
+* ``unaligned``: speech for pre-training the speech tower (and fitting the
+  speech-unit tokenizer). Its transcripts are written only to keep the layout
+  standard; speech-only pre-training must not use them.
+* ``aligned``: (speech, transcript) pairs for fine-tuning the fused model.
+* ``test``: held-out pairs for ASR / TTS evaluation.
+
+Speakers are the combinations (voice, rate, pitch) of the config, numbered
+from 100 in a fixed order; each split cycles through them in a seeded shuffled
+order. Test sentences are drawn first and aligned second, so growing
+``n_unaligned`` never changes the other two splits.
+
+Caching and crash safety: ``manifest.json`` holds the config and a hash of
+everything that determines the audio (config, generator version, espeak-ng
+version, corpus format). A call with an identical hash reuses the corpus;
+otherwise it is rebuilt in a temporary sibling folder that is renamed into
+place only when complete, so an interrupted build never leaves a corpus that
+looks finished. Synthesis is deterministic per utterance (see :mod:`.synth`),
+so a rebuild gives identical audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from multitower.data.speech.librispeech import LibriSpeechWriter, Utterance, read_librispeech
+from multitower.data.speech.synth import Synthesizer, Voice
+from multitower.data.text import GENERATOR_VERSION, generate_unique_sentences
+
+CORPUS_FORMAT = "multitower-speech-corpus"
+CORPUS_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("unaligned", "aligned", "test")
+_CHAPTER = {"unaligned": 1, "aligned": 2, "test": 3}
+FIRST_SPEAKER_ID = 100
+
+
+@dataclass(frozen=True)
+class SpeechCorpusConfig:
+    """Sizes and speakers of the generated corpus.
+
+    Args:
+        n_unaligned, n_aligned, n_test: utterances per split.
+        seed: seed of the sentences and of the speaker assignment.
+        voices: espeak-ng voice names (``"en-us"``, ``"en+m3"``, ...).
+        rates: speaking rates in words per minute.
+        pitches: base pitches, 0-100.
+        sample_rate: audio sample rate in Hz.
+        audio_format: ``"flac"`` or ``"wav"``.
+    """
+
+    n_unaligned: int = 2000
+    n_aligned: int = 1000
+    n_test: int = 200
+    seed: int = 0
+    voices: tuple[str, ...] = ("en-us", "en-gb-x-rp", "en+m3", "en+f2")
+    rates: tuple[int, ...] = (150, 190)
+    pitches: tuple[int, ...] = (40, 60)
+    sample_rate: int = 16000
+    audio_format: str = "flac"
+
+    def __post_init__(self) -> None:
+        for name in ("voices", "rates", "pitches"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            if not getattr(self, name):
+                raise ValueError(f"SpeechCorpusConfig.{name} must not be empty")
+        for name in ("n_unaligned", "n_aligned", "n_test"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"SpeechCorpusConfig.{name} must be >= 0, got {getattr(self, name)}"
+                )
+        if self.n_unaligned + self.n_aligned + self.n_test == 0:
+            raise ValueError("SpeechCorpusConfig: all splits are empty")
+        if self.audio_format not in ("flac", "wav"):
+            raise ValueError(
+                f"SpeechCorpusConfig.audio_format must be 'flac' or 'wav', got {self.audio_format!r}"
+            )
+        if self.sample_rate <= 0:
+            raise ValueError(
+                f"SpeechCorpusConfig.sample_rate must be positive, got {self.sample_rate}"
+            )
+        self.speakers()  # validates every voice, rate and pitch
+
+    def speakers(self) -> list[Voice]:
+        """All (voice, rate, pitch) combinations; speaker id = 100 + list index."""
+        return [
+            Voice(name, rate, pitch)
+            for name, rate, pitch in itertools.product(self.voices, self.rates, self.pitches)
+        ]
+
+    def split_size(self, split: str) -> int:
+        return {"unaligned": self.n_unaligned, "aligned": self.n_aligned, "test": self.n_test}[
+            split
+        ]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpeechCorpusConfig:
+        """Build from a dict (e.g. a manifest), rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"SpeechCorpusConfig: unknown fields {unknown}; known: {sorted(known)}"
+            )
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SpeechCorpus:
+    """A built corpus: its root folder and manifest.
+
+    Attributes:
+        root: the corpus folder (``root/<split>/<speaker>/<chapter>/...``).
+        manifest: the parsed ``manifest.json``.
+        reused: True when the call found an up-to-date corpus and built nothing.
+    """
+
+    root: Path
+    manifest: dict
+    reused: bool = False
+
+    @property
+    def config(self) -> SpeechCorpusConfig:
+        return SpeechCorpusConfig.from_dict(self.manifest["config"])
+
+    def split_dir(self, split: str) -> Path:
+        """Folder of one split.
+
+        Raises:
+            ValueError: for a split name not in ``SPLITS``.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        return self.root / split
+
+    def utterances(self, split: str) -> list[Utterance]:
+        """The split's utterances (an empty split gives ``[]``)."""
+        if self.manifest["splits"][split]["n_utterances"] == 0:
+            return []
+        return read_librispeech(self.split_dir(split))
+
+    def speaker_voice(self, speaker: str) -> Voice:
+        """The espeak-ng voice of a speaker id."""
+        s = self.manifest["speakers"][speaker]
+        return Voice(s["voice"], s["rate"], s["pitch"])
+
+
+class SynthesizerLike(Protocol):
+    """What the corpus builder needs from a synthesiser (:class:`~.synth.Synthesizer`)."""
+
+    @property
+    def espeak_version(self) -> str: ...
+
+    def synthesize(self, text: str, voice: Voice | None = None) -> torch.Tensor: ...
+
+
+def corpus_hash(config: SpeechCorpusConfig, espeak_version: str) -> str:
+    """Hash of everything that determines the corpus content."""
+    key = {
+        "config": asdict(config),
+        "format_version": CORPUS_FORMAT_VERSION,
+        "generator_version": GENERATOR_VERSION,
+        "espeak_version": espeak_version,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def plan_corpus(config: SpeechCorpusConfig) -> dict[str, list[tuple[str, int]]]:
+    """Sentences and speaker indices of every split, without synthesising.
+
+    Returns:
+        ``{split: [(sentence, speaker_index), ...]}``; sentences are distinct
+        across all splits.
+    """
+    sizes = [config.n_test, config.n_aligned, config.n_unaligned]
+    sentences = generate_unique_sentences(sum(sizes), config.seed)
+    by_split = {
+        "test": sentences[: sizes[0]],
+        "aligned": sentences[sizes[0] : sizes[0] + sizes[1]],
+        "unaligned": sentences[sizes[0] + sizes[1] :],
+    }
+    n_speakers = len(config.speakers())
+    plan: dict[str, list[tuple[str, int]]] = {}
+    for split in SPLITS:
+        rng = random.Random(f"{config.seed}/{split}")
+        order: list[int] = []
+        items = []
+        for sentence in by_split[split]:
+            if not order:
+                order = list(range(n_speakers))
+                rng.shuffle(order)
+            items.append((sentence, order.pop()))
+        plan[split] = items
+    return plan
+
+
+class _Progress:
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet, self.done = total, quiet, 0
+        self.start = self.last = time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if not self.quiet and (now - self.last >= 0.5 or self.done == self.total):
+            rate = self.done / max(now - self.start, 1e-9)
+            print(
+                f"\rspeech corpus: {self.done}/{self.total} utterances ({rate:.1f}/s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.last = now
+
+    def close(self) -> None:
+        if not self.quiet and self.total:
+            print(file=sys.stderr, flush=True)
+
+
+def _read_manifest(root: Path) -> dict | None:
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (
+        manifest if isinstance(manifest, dict) and manifest.get("format") == CORPUS_FORMAT else None
+    )
+
+
+def build_speech_text_corpus(
+    out_dir: str | Path,
+    config: SpeechCorpusConfig | None = None,
+    *,
+    quiet: bool = False,
+    synthesizer: SynthesizerLike | None = None,
+) -> SpeechCorpus:
+    """Build (or reuse) the speech-text corpus in ``out_dir``.
+
+    Args:
+        out_dir: corpus folder; created, reused if its manifest matches, or
+            replaced if it holds a corpus built with other settings.
+        config: sizes, seed and speakers (default ``SpeechCorpusConfig()``).
+        quiet: no progress line on stderr.
+        synthesizer: a :class:`~.synth.Synthesizer` to use (one is created and
+            closed otherwise).
+
+    Returns:
+        The :class:`SpeechCorpus`.
+
+    Raises:
+        FileExistsError: if ``out_dir`` exists, is not empty and is not a corpus
+            built by this function (nothing is deleted then).
+    """
+    config = config or SpeechCorpusConfig()
+    out_dir = Path(out_dir)
+    owned_synth = Synthesizer(config.sample_rate) if synthesizer is None else None
+    synth: SynthesizerLike = synthesizer if synthesizer is not None else owned_synth  # type: ignore[assignment]
+    try:
+        digest = corpus_hash(config, synth.espeak_version)
+        existing = _read_manifest(out_dir) if out_dir.is_dir() else None
+        if (
+            existing is not None
+            and existing.get("config_hash") == digest
+            and all((out_dir / split).is_dir() for split in SPLITS)
+        ):
+            return SpeechCorpus(out_dir, existing, reused=True)
+        if (
+            out_dir.exists()
+            and existing is None
+            and (not out_dir.is_dir() or any(out_dir.iterdir()))
+        ):
+            raise FileExistsError(
+                f"{out_dir} exists and is not a speech corpus built by multitower (no valid {MANIFEST}); refusing to overwrite it"
+            )
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir.parent / f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}"
+        try:
+            manifest = _build_into(tmp, config, digest, synth, quiet=quiet)
+            if out_dir.exists():
+                old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(out_dir, old)
+                os.rename(tmp, out_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, out_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return SpeechCorpus(out_dir, manifest, reused=False)
+    finally:
+        if owned_synth is not None:
+            owned_synth.close()
+
+
+def _build_into(
+    root: Path, config: SpeechCorpusConfig, digest: str, synth: SynthesizerLike, *, quiet: bool
+) -> dict:
+    """Synthesise every split into ``root`` and write the manifest last."""
+    root.mkdir(parents=True)
+    plan = plan_corpus(config)
+    speakers = config.speakers()
+    progress = _Progress(sum(len(items) for items in plan.values()), quiet)
+    splits: dict[str, dict] = {}
+    for split in SPLITS:
+        seconds = 0.0
+        counters: dict[int, int] = {}
+        (root / split).mkdir()  # present even when the split is empty
+        with LibriSpeechWriter(
+            root / split, sample_rate=config.sample_rate, audio_format=config.audio_format
+        ) as writer:
+            for sentence, speaker_index in plan[split]:
+                audio = synth.synthesize(sentence, speakers[speaker_index])  # (T,)
+                speaker_id = FIRST_SPEAKER_ID + speaker_index
+                index = counters.get(speaker_id, 0)
+                counters[speaker_id] = index + 1
+                writer.add(speaker_id, _CHAPTER[split], index, sentence, audio)
+                seconds += audio.shape[0] / config.sample_rate
+                progress.step()
+        splits[split] = {"n_utterances": len(plan[split]), "seconds": round(seconds, 3)}
+    progress.close()
+    manifest = {
+        "format": CORPUS_FORMAT,
+        "version": CORPUS_FORMAT_VERSION,
+        "config_hash": digest,
+        "config": asdict(config),
+        "espeak_version": synth.espeak_version,
+        "generator_version": GENERATOR_VERSION,
+        "splits": splits,
+        "speakers": {
+            str(FIRST_SPEAKER_ID + i): {"voice": v.name, "rate": v.rate, "pitch": v.pitch}
+            for i, v in enumerate(speakers)
+        },
+        "notes": "unaligned: speech for speech-tower pre-training and unit fitting; its transcripts are not to be used. aligned: pairs for fusion fine-tuning. test: held out.",
+    }
+    text = json.dumps(manifest, indent=2)
+    (root / MANIFEST).write_text(text, encoding="utf-8")
+    return json.loads(text)  # the same plain-JSON form a reused corpus returns

@@ -1,0 +1,336 @@
+"""Tests of log-mel features, k-means speech units and unit resynthesis."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from multitower.data.speech.features import LogMel, hz_to_mel, mel_filterbank, mel_to_hz
+from multitower.data.speech.resynth import (
+    ResynthConfig,
+    griffin_lim,
+    mel_to_linear,
+    units_to_logmel,
+    units_to_wav,
+    units_to_waveform,
+)
+from multitower.data.speech.synth import Synthesizer, Voice
+from multitower.data.speech.units import (
+    SpeechUnitTokenizer,
+    UnitConfig,
+    assign,
+    dedup_units,
+    kmeans,
+)
+from multitower.data.text import generate_sentences
+
+
+@pytest.fixture(scope="module")
+def speech() -> list[torch.Tensor]:
+    voices = [Voice("en-us"), Voice("en+f2", rate=150), Voice("en-gb-x-rp+m3", pitch=60)]
+    with Synthesizer() as synth:
+        return [
+            synth.synthesize(s, voices[i % 3]) for i, s in enumerate(generate_sentences(18, seed=4))
+        ]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(speech: list[torch.Tensor]) -> SpeechUnitTokenizer:
+    return SpeechUnitTokenizer.fit(speech[:15], UnitConfig(codebook_size=32, kmeans_iters=15))
+
+
+# ----------------------------------------------------------------------------
+# Features
+# ----------------------------------------------------------------------------
+def test_mel_scale_is_htk() -> None:
+    assert float(hz_to_mel(1000.0)) == pytest.approx(1000.0, abs=0.1)
+    assert float(hz_to_mel(700.0)) == pytest.approx(2595 * math.log10(2))
+    f = torch.tensor([0.0, 440.0, 4000.0, 8000.0], dtype=torch.float64)
+    torch.testing.assert_close(mel_to_hz(hz_to_mel(f)), f)
+
+
+def test_mel_filterbank_matches_loop_reference() -> None:
+    n_fft, n_mels, sr, f_min, f_max = 64, 10, 16000, 100.0, 7000.0
+    fb = mel_filterbank(n_fft // 2 + 1, n_mels, sr, f_min=f_min, f_max=f_max)
+    mel_lo, mel_hi = 2595 * math.log10(1 + f_min / 700), 2595 * math.log10(1 + f_max / 700)
+    corners = [
+        700 * (10 ** ((mel_lo + (mel_hi - mel_lo) * i / (n_mels + 1)) / 2595) - 1)
+        for i in range(n_mels + 2)
+    ]
+    ref = torch.zeros(n_fft // 2 + 1, n_mels, dtype=torch.float64)
+    for m in range(n_mels):
+        lo, centre, hi = corners[m], corners[m + 1], corners[m + 2]
+        for k in range(n_fft // 2 + 1):
+            f = k * sr / n_fft
+            if lo < f <= centre:
+                ref[k, m] = (f - lo) / (centre - lo)
+            elif centre < f < hi:
+                ref[k, m] = (hi - f) / (hi - centre)
+    torch.testing.assert_close(fb, ref.float(), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="cover no STFT bin"):
+        mel_filterbank(17, 40, 16000)
+
+
+def test_logmel_matches_numpy_dft_reference() -> None:
+    sr, n_fft, hop, n_mels = 16000, 64, 16, 8
+    x = torch.randn(300, generator=torch.Generator().manual_seed(0)) * 0.1
+    got = LogMel(sr, n_fft, hop, n_mels, log_floor=1e-6)(x)
+    xn = x.double().numpy()
+    padded = np.pad(xn, n_fft // 2, mode="reflect")
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+    fb = mel_filterbank(n_fft // 2 + 1, n_mels, sr).double().numpy()
+    n_frames = 1 + len(xn) // hop
+    ref = np.zeros((n_frames, n_mels))
+    k = np.arange(n_fft // 2 + 1)
+    for t in range(n_frames):
+        frame = padded[t * hop : t * hop + n_fft] * window
+        dft = np.array(
+            [np.sum(frame * np.exp(-2j * np.pi * kk * np.arange(n_fft) / n_fft)) for kk in k]
+        )
+        ref[t] = np.log(np.maximum(np.abs(dft) ** 2 @ fb, 1e-6))
+    assert got.shape == (n_frames, n_mels)
+    torch.testing.assert_close(got.double(), torch.from_numpy(ref), atol=1e-3, rtol=1e-4)
+
+
+def test_logmel_frame_count_and_batching() -> None:
+    mel = LogMel(hop_length=320)
+    assert mel.frame_rate == 50
+    for n in (16000, 16001, 12345, 100):
+        assert mel(torch.zeros(n)).shape == (mel.num_frames(n), 80) == (1 + n // 320, 80)
+    x = torch.randn(2, 8000)
+    torch.testing.assert_close(mel(x)[1], mel(x[1]))
+    assert float(mel(torch.zeros(1000)).max()) == pytest.approx(
+        math.log(1e-5)
+    )  # silence sits on the floor
+
+
+# ----------------------------------------------------------------------------
+# k-means
+# ----------------------------------------------------------------------------
+def test_kmeans_recovers_separated_clusters() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(6, 8, generator=g) * 10  # (6, 8), far apart relative to unit noise
+    truth = torch.arange(6).repeat_interleave(200)  # (1200,)
+    x = centres[truth] + torch.randn(1200, 8, generator=g)
+    result = kmeans(x, 6, n_iter=50, seed=1)
+    labels, _ = assign(x, result.centroids)
+    # Every true cluster maps to exactly one found cluster, and vice versa.
+    pairs = {(int(t), int(p)) for t, p in zip(truth, labels)}
+    assert len(pairs) == 6 and len({p for _, p in pairs}) == 6
+    mapping = dict(pairs)
+    for t in range(6):
+        assert float((result.centroids[mapping[t]] - centres[t]).norm()) < 0.5
+    assert result.inertia == pytest.approx(
+        float(((x - result.centroids[labels]) ** 2).sum()), rel=1e-4
+    )
+    again = kmeans(x, 6, n_iter=50, seed=1)
+    assert torch.equal(again.centroids, result.centroids)
+
+
+def test_kmeans_keeps_iterating_until_converged() -> None:
+    x = torch.randn(3000, 4, generator=torch.Generator().manual_seed(5))  # one blob: slow to settle
+    one = kmeans(x, 16, n_iter=1, seed=0)
+    many = kmeans(x, 16, n_iter=100, seed=0, tol=1e-6)
+    assert 2 < many.n_iter < 100
+    assert many.inertia < 0.97 * one.inertia
+    # Seeding on a subsample still gives a good solution.
+    sub = kmeans(x, 16, n_iter=100, seed=0, tol=1e-6, init_sample=200)
+    assert sub.inertia < 1.05 * many.inertia
+
+
+def test_kmeans_with_fewer_distinct_points_than_clusters() -> None:
+    x = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]).repeat(
+        10, 1
+    )  # 3 distinct points, 30 rows
+    result = kmeans(x, 4, seed=0)
+    assert torch.isfinite(result.centroids).all()
+    assert result.inertia == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="N >= k"):
+        kmeans(torch.randn(3, 2), 4)
+
+
+def test_assign_matches_brute_force() -> None:
+    g = torch.Generator().manual_seed(3)
+    x, c = torch.randn(50, 5, generator=g), torch.randn(7, 5, generator=g)
+    labels, dists = assign(x, c, chunk_size=8)
+    brute = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)  # (50, 7)
+    assert torch.equal(labels, brute.argmin(dim=1))
+    torch.testing.assert_close(dists, brute.min(dim=1).values, atol=1e-4, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Speech unit tokenizer
+# ----------------------------------------------------------------------------
+def test_unit_rate_matches_audio_duration(
+    speech: list[torch.Tensor], tokenizer: SpeechUnitTokenizer
+) -> None:
+    for audio in speech[15:]:
+        units = tokenizer.encode(audio)
+        assert units.dtype == torch.long and int(units.min()) >= 0 and int(units.max()) < 32
+        seconds = audio.shape[0] / 16000
+        assert units.shape[0] == math.ceil(seconds * 50)
+    # A 25 Hz tokenizer gives half as many units.
+    slow = SpeechUnitTokenizer.fit(
+        speech[:6],
+        UnitConfig(codebook_size=16, unit_rate=25, frames_per_unit=4, context=0, kmeans_iters=5),
+    )
+    audio = speech[16]
+    assert slow.encode(audio).shape[0] == math.ceil(audio.shape[0] / 16000 * 25)
+    assert slow.config.hop_length == 160 and slow.config.feature_dim == 4 * 80
+
+
+def test_units_carry_phonetic_information(
+    speech: list[torch.Tensor], tokenizer: SpeechUnitTokenizer
+) -> None:
+    # Silence and speech must not share units: leading silence gets units that
+    # are rare inside loud speech frames.
+    audio = speech[15]
+    units = tokenizer.encode(audio)
+    padded = torch.nn.functional.pad(audio, (0, units.shape[0] * 320 - audio.shape[0]))
+    energy = padded.reshape(-1, 320).pow(2).mean(dim=1)  # (n_units,)
+    quiet_units = set(units[energy < 1e-7].tolist())
+    loud_units = units[energy > energy.median()].tolist()
+    assert quiet_units and loud_units
+    assert sum(u in quiet_units for u in loud_units) < 0.1 * len(loud_units)
+    assert len(set(units.tolist())) >= 8  # many units in use, not a collapsed codebook
+
+
+def test_dedup(speech: list[torch.Tensor], tokenizer: SpeechUnitTokenizer) -> None:
+    values, runs = dedup_units(torch.tensor([3, 3, 1, 1, 1, 3, 7]))
+    assert values.tolist() == [3, 1, 3, 7] and runs.tolist() == [2, 3, 1, 1]
+    assert dedup_units(torch.zeros(0, dtype=torch.long))[0].numel() == 0
+    full = tokenizer.encode(speech[15])
+    deduped = tokenizer.encode(speech[15], dedup=True)
+    assert torch.equal(deduped, torch.unique_consecutive(full))
+    assert deduped.shape[0] < full.shape[0]
+    assert tokenizer.mean_run_length > 1.0
+
+
+def test_save_load_round_trip(
+    tmp_path: Path, speech: list[torch.Tensor], tokenizer: SpeechUnitTokenizer
+) -> None:
+    tokenizer.save(tmp_path / "units")
+    loaded = SpeechUnitTokenizer.load(tmp_path / "units")
+    assert loaded.config == tokenizer.config and loaded.mean_run_length == tokenizer.mean_run_length
+    for audio in speech[15:]:
+        assert torch.equal(loaded.encode(audio), tokenizer.encode(audio))
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [
+        "unit_tokenizer.json",
+        "unit_tokenizer.safetensors",
+    ]
+
+
+def test_load_rejects_wrong_shapes_and_fields(
+    tmp_path: Path, tokenizer: SpeechUnitTokenizer
+) -> None:
+    d = tmp_path / "units"
+    tokenizer.save(d)
+    save_file(
+        {"centroids": torch.zeros(32, 99), "mean": tokenizer.mean, "std": tokenizer.std},
+        str(d / "unit_tokenizer.safetensors"),
+    )
+    with pytest.raises(ValueError, match=r"centroids has shape \(32, 99\), expected \(32, 320\)"):
+        SpeechUnitTokenizer.load(d)
+    tokenizer.save(d)
+    meta = json.loads((d / "unit_tokenizer.json").read_text())
+    meta["config"]["codebook_size"] = 64  # config no longer matches the tensors
+    (d / "unit_tokenizer.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="centroids"):
+        SpeechUnitTokenizer.load(d)
+    meta["config"]["mystery"] = 1
+    (d / "unit_tokenizer.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown fields"):
+        SpeechUnitTokenizer.load(d)
+    (d / "unit_tokenizer.safetensors").write_bytes(b"garbage")
+    tokenizer.save(tmp_path / "ok")
+    (d / "unit_tokenizer.json").write_text((tmp_path / "ok" / "unit_tokenizer.json").read_text())
+    with pytest.raises(ValueError, match="safetensors"):
+        SpeechUnitTokenizer.load(d)
+    with pytest.raises(FileNotFoundError):
+        SpeechUnitTokenizer.load(tmp_path / "nothing")
+
+
+def test_unit_config_validation() -> None:
+    with pytest.raises(ValueError, match="codebook_size"):
+        UnitConfig(codebook_size=1)
+    with pytest.raises(ValueError, match="multiple"):
+        UnitConfig(
+            unit_rate=30, frames_per_unit=1, sample_rate=16000, n_fft=400
+        )  # 16000 / 30 not whole
+    with pytest.raises(ValueError, match="context"):
+        UnitConfig(context=-1)
+    assert UnitConfig(unit_rate=50, frames_per_unit=1).hop_length == 320
+
+
+def test_fit_needs_enough_audio() -> None:
+    with pytest.raises(ValueError, match="codebook_size"):
+        SpeechUnitTokenizer.fit(
+            [torch.randn(1600)], UnitConfig(codebook_size=64, max_fit_vectors=100)
+        )
+    with pytest.raises(ValueError, match="no audio"):
+        SpeechUnitTokenizer.fit([], UnitConfig())
+
+
+# ----------------------------------------------------------------------------
+# Resynthesis
+# ----------------------------------------------------------------------------
+def test_griffin_lim_recovers_a_consistent_phase(speech: list[torch.Tensor]) -> None:
+    mel = LogMel()
+    audio = speech[0]
+    magnitude = mel.power_spectrogram(audio).sqrt().T  # (F, n_frames)
+
+    def spectral_convergence(n_iter: int) -> float:
+        y = griffin_lim(
+            magnitude,
+            n_fft=400,
+            hop_length=160,
+            window=mel.window,
+            length=audio.shape[0],
+            n_iter=n_iter,
+        )
+        assert y.shape == audio.shape
+        return float((mel.power_spectrogram(y).sqrt().T - magnitude).norm() / magnitude.norm())
+
+    assert spectral_convergence(0) > 0.4  # random phase
+    assert spectral_convergence(32) < 0.2
+
+
+def test_mel_to_linear_is_nonnegative_least_squares(speech: list[torch.Tensor]) -> None:
+    mel = LogMel()
+    power = mel.power_spectrogram(speech[1])  # (n, F)
+    target = power @ mel.fb  # (n, M)
+    linear = mel_to_linear(target, mel.fb)
+    assert float(linear.min()) >= 0
+    assert float((linear @ mel.fb - target).norm() / target.norm()) < 0.02
+
+
+def test_resynthesis_length_and_values(
+    tmp_path: Path, speech: list[torch.Tensor], tokenizer: SpeechUnitTokenizer
+) -> None:
+    units = tokenizer.encode(speech[16])
+    fast = ResynthConfig(griffin_lim_iters=8)
+    audio = units_to_waveform(units, tokenizer, config=fast)
+    assert audio.shape == (units.shape[0] * 320,) and torch.isfinite(audio).all()
+    assert float(audio.abs().max()) == pytest.approx(0.9, abs=1e-4)
+    # The rendering has the spectral shape the units describe.
+    target = units_to_logmel(units, tokenizer)  # (n_frames, 80)
+    got = LogMel()(audio)[: target.shape[0]]
+    assert float(torch.corrcoef(torch.stack([target.flatten(), got.flatten()]))[0, 1]) > 0.9
+    # De-duplicated units with their true run lengths give back the same length.
+    values, runs = dedup_units(units)
+    assert units_to_waveform(values, tokenizer, run_length=runs, config=fast).shape == audio.shape
+    # Without run lengths, each unit is held for the mean run length measured at fit time.
+    hold = max(1, round(tokenizer.mean_run_length))
+    assert units_to_waveform(values, tokenizer, deduped=True, config=fast).shape == (
+        values.shape[0] * hold * 320,
+    )
+    written = units_to_wav(tmp_path / "u.wav", units[:50], tokenizer, config=fast)
+    assert (tmp_path / "u.wav").is_file() and written.shape == (50 * 320,)
+    with pytest.raises(ValueError, match="unit ids"):
+        units_to_waveform(torch.tensor([0, 32]), tokenizer)
