@@ -217,7 +217,10 @@ class Zipper(nn.Module):
                 p.requires_grad_(False)
 
     def load_tower(self, name: str, tower: DecoderTower) -> None:
-        """Copy a pre-trained tower's weights in (strict: same config, same key names)."""
+        """Copy a pre-trained tower's weights in (strict: same config, same key names).
+
+        To load from disk: ``load_tower(name, load_pretrained(dir, DecoderTower))``.
+        """
         if name not in self.towers:
             raise ValueError(f"load_tower: unknown tower {name!r}; allowed: {list(self.towers)}")
         if tower.config != self.config.towers[name]:

@@ -1,0 +1,70 @@
+"""Run a whole experiment from a YAML config.
+
+    multitower run configs/zipper_speech_text.yaml [key=value ...] [--run-dir DIR] [--quiet]
+
+The config's ``experiment:`` key picks the experiment (``zipper_speech_text``).
+Every stage is resumable: run the same command again after an interruption and
+finished stages are skipped, an interrupted training continues from its last
+checkpoint. The resolved config is written to ``RUN_DIR/config.yaml``; a run
+directory holding another config is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from multitower.cli.config import ConfigError, build_dataclass, dump_yaml, load_config, to_plain
+from multitower.cli.main import CliError
+from multitower.models.io import write_text_atomic
+
+EXPERIMENTS = ("zipper_speech_text",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="YAML experiment config")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. finetune.max_steps=100",
+    )
+    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from multitower.train.speech_text import SpeechTextConfig, SpeechTextExperiment
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    raw = load_config(args.config, args.overrides)
+    experiment = raw.pop("experiment", None)
+    if experiment not in EXPERIMENTS:
+        raise ConfigError([f"experiment: got {experiment!r}; allowed: {list(EXPERIMENTS)}"])
+    if args.quiet:
+        for section in ("pretrain_text", "pretrain_speech", "finetune"):
+            raw.setdefault(section, {})["progress"] = "off"
+        raw.setdefault("recognizer", {}).setdefault("train", {})["progress"] = "off"
+    config = build_dataclass(SpeechTextConfig, raw, "")
+    run_dir = args.run_dir or Path("runs") / args.config.stem
+    resolved = dump_yaml({"experiment": experiment, **to_plain(config)})
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and saved.read_text() != resolved:
+        raise CliError(
+            f"{run_dir} holds a run with another config ({saved}); use a new --run-dir "
+            "or delete the old one"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, resolved)
+    summary = SpeechTextExperiment(config, run_dir, quiet=args.quiet).run()
+    print((run_dir / "results" / "results.md").read_text(), end="")
+    print(f"run directory: {run_dir} ({summary['seconds'] / 60:.1f} min)")
+    return 0

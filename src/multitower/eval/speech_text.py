@@ -1,0 +1,148 @@
+"""Speech recognition and synthesis evaluation for the speech-text experiment.
+
+* ASR WER: greedy transcripts of the test speech units vs the references.
+* TTS WER: speech units generated from the test texts, transcribed by the fixed
+  unit recogniser, vs the input texts (measures semantic unit modelling, not
+  audio quality: spec "Speech and text in the paper").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import torch
+from torch import nn
+
+from multitower.data.text import normalize_text
+from multitower.data.tokenizer import TextTokenizer
+from multitower.generation import generate
+from multitower.interleave import Segment
+from multitower.models.io import write_text_atomic
+
+
+def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus word error rate of normalised texts (an empty hypothesis counts as all deletions)."""
+    refs = [normalize_text(r) for r in references]
+    hyps = [normalize_text(h) for h in hypotheses]
+    if any(not r for r in refs):
+        raise ValueError("wer: a reference transcript is empty")
+    return float(jiwer.wer(refs, hyps))
+
+
+def _batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@torch.no_grad()
+def transcribe_units(
+    model: nn.Module, units: Sequence[Sequence[int]], text_tok: TextTokenizer, eval_cfg: Any
+) -> list[str]:
+    """Greedy ASR: speech-unit prompts -> text."""
+    model.eval()
+    out: list[str] = []
+    for chunk in _batched(units, eval_cfg.batch_size):
+        prompts = [[Segment("speech", list(u))] for u in chunk]
+        gen = generate(model, prompts, ["text"], max_new_tokens=eval_cfg.max_new_text)
+        out += [text_tok.decode(ex[0].tokens) for ex in gen]
+    return out
+
+
+@torch.no_grad()
+def synthesize_units(
+    model: nn.Module, texts: Sequence[Sequence[int]], eval_cfg: Any, *, seed: int = 0
+) -> list[list[int]]:
+    """TTS: text prompts -> speech-tower ids."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    out: list[list[int]] = []
+    for chunk in _batched(texts, eval_cfg.batch_size):
+        prompts = [[Segment("text", list(t))] for t in chunk]
+        gen = generate(
+            model,
+            prompts,
+            ["speech"],
+            max_new_tokens=eval_cfg.max_new_speech,
+            temperature=eval_cfg.temperature,
+            top_k=eval_cfg.top_k,
+            generator=generator,
+        )
+        out += [list(ex[0].tokens) for ex in gen]
+    return out
+
+
+def evaluate_system(
+    model: nn.Module,
+    test: Sequence[tuple[Sequence[int], Sequence[int]]],
+    references: Sequence[str],
+    text_tok: TextTokenizer,
+    recognizer: nn.Module,
+    alphabet: Any,
+    eval_cfg: Any,
+) -> dict[str, Any]:
+    """ASR and TTS WER of one fine-tuned system on the test pairs."""
+    from multitower.train.recognizer import transcribe
+
+    asr_hyps = transcribe_units(model, [u for u, _ in test], text_tok, eval_cfg)
+    speech = synthesize_units(model, [t for _, t in test], eval_cfg)
+    tts_hyps = transcribe(recognizer, alphabet, speech)
+    return {
+        "asr_wer": wer(references, asr_hyps),
+        "tts_wer": wer(references, tts_hyps),
+        "tts_mean_units": sum(len(s) for s in speech) / max(1, len(speech)),
+        "examples": [
+            {"reference": r, "asr": a, "tts_transcript": t}
+            for r, a, t in list(zip(references, asr_hyps, tts_hyps))[:5]
+        ],
+    }
+
+
+def results_table(summary: dict[str, Any]) -> str:
+    """Markdown table: one row per (system, fraction)."""
+    lines = [
+        "| system | aligned fraction | pairs | ASR WER | TTS WER | test loss start -> final |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in summary["results"]:
+        lines.append(
+            f"| {r['system']} | {r['fraction']:.0%} | {r['pairs']} | {100 * r['asr_wer']:.1f} | "
+            f"{100 * r['tts_wer']:.1f} | {r['test_loss_start']:.3f} -> {r['test_loss_final']:.3f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Recogniser WER on the real test units (TTS WER floor): "
+        f"{100 * summary['recognizer_wer_on_real_units']:.1f}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(summary: dict[str, Any], out_dir: Path) -> None:
+    """``results.json``, ``results.md`` and ``wer_vs_fraction.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "results.json", json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out_dir / "results.md", results_table(summary))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, title in ((axes[0], "asr_wer", "ASR"), (axes[1], "tts_wer", "TTS")):
+        systems = sorted({r["system"] for r in summary["results"]})
+        for system in systems:
+            rows = sorted((r for r in summary["results"] if r["system"] == system), key=lambda r: r["fraction"])
+            ax.plot([r["fraction"] for r in rows], [100 * r[metric] for r in rows], marker="o", label=system)
+        ax.set_xscale("log")
+        ax.set_xlabel("aligned data fraction")
+        ax.set_ylabel("WER (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend()
+    fig.tight_layout()
+    tmp = out_dir / ".wer_vs_fraction.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out_dir / "wer_vs_fraction.png")

@@ -1,0 +1,147 @@
+"""Training data and task for interleaved multimodal language models (Zipper, baseline).
+
+* :class:`TokenSequences` + :func:`pad_sequences` + ``NextTokenTask``: one-modality
+  pre-training of a tower (text on text, speech tower on speech units).
+* :class:`PairedDirections`: aligned (speech, text) pairs turned into speech
+  recognition examples ``[speech][text]`` (loss on text) and synthesis examples
+  ``[text][speech]`` (loss on speech); both directions can be trained at once
+  (spec "Training": per-modality loss weights).
+* :class:`InterleavedLMTask`: next-token loss of every tower, weighted per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from multitower.interleave import Modality, Segment, TowerBatch, collate_interleaved
+from multitower.losses import interleaved_next_token_loss
+from multitower.train.task import LossOutput
+
+DIRECTIONS = ("asr", "tts")
+
+
+class TokenSequences:
+    """A list of id sequences, each returned as ``[bos] + ids + [eos]`` (truncated)."""
+
+    def __init__(
+        self, sequences: Sequence[Sequence[int]], bos: int, eos: int, max_len: int
+    ) -> None:
+        if max_len < 3:
+            raise ValueError(f"max_len must be >= 3, got {max_len}")
+        self.sequences = sequences
+        self.bos, self.eos, self.max_len = bos, eos, max_len
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, i: int) -> list[int]:
+        ids = list(self.sequences[i])[: self.max_len - 2]
+        return [self.bos, *ids, self.eos]
+
+
+def pad_sequences(pad_id: int) -> Callable[[list[list[int]]], torch.Tensor]:
+    """Collate function: right-pad id lists to ``(B, T)`` with ``pad_id``."""
+
+    def collate(items: list[list[int]]) -> torch.Tensor:
+        T = max(len(x) for x in items)
+        out = torch.full((len(items), T), pad_id, dtype=torch.long)
+        for b, x in enumerate(items):
+            out[b, : len(x)] = torch.tensor(x, dtype=torch.long)
+        return out
+
+    return collate
+
+
+@dataclass(frozen=True)
+class PairedExample:
+    """One interleaved example and the modalities it is scored on."""
+
+    segments: list[Segment]
+    loss_weights: dict[str, float]
+
+
+class PairedDirections:
+    """Aligned pairs as recognition and/or synthesis examples.
+
+    Args:
+        pairs: ``(speech ids, text ids)`` in each modality's own vocabulary.
+        directions: subset of ``("asr", "tts")``; item ``i`` is pair
+            ``i // len(directions)`` in direction ``i % len(directions)``.
+        speech, text: modality names.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+        directions: Sequence[str] = DIRECTIONS,
+        *,
+        speech: str = "speech",
+        text: str = "text",
+    ) -> None:
+        bad = [d for d in directions if d not in DIRECTIONS]
+        if bad or not directions:
+            raise ValueError(
+                f"directions must be a non-empty subset of {DIRECTIONS}, got {directions}"
+            )
+        self.pairs, self.directions = pairs, tuple(directions)
+        self.speech, self.text = speech, text
+
+    def __len__(self) -> int:
+        return len(self.pairs) * len(self.directions)
+
+    def __getitem__(self, i: int) -> PairedExample:
+        speech_ids, text_ids = self.pairs[i // len(self.directions)]
+        s, t = Segment(self.speech, speech_ids), Segment(self.text, text_ids)
+        if self.directions[i % len(self.directions)] == "asr":
+            return PairedExample([s, t], {self.text: 1.0})
+        return PairedExample([t, s], {self.speech: 1.0})
+
+
+def interleaved_collate(
+    modalities: Mapping[str, Modality],
+) -> Callable[[list[PairedExample]], dict[str, TowerBatch]]:
+    """Collate :class:`PairedExample` s for a model with these modalities."""
+
+    def collate(items: list[PairedExample]) -> dict[str, TowerBatch]:
+        return collate_interleaved(
+            [x.segments for x in items], modalities, loss_weights=[x.loss_weights for x in items]
+        )
+
+    return collate
+
+
+class InterleavedLMTask:
+    """Next-token loss over every tower of an interleaved batch."""
+
+    def compute_loss(self, model: nn.Module, batch: Mapping[str, TowerBatch]) -> LossOutput:
+        logits = model(batch)
+        loss = interleaved_next_token_loss(logits, batch)
+        weight = sum(tb.loss_weights[:, 1:].sum() for tb in batch.values())
+        return LossOutput(loss=loss, num_tokens=weight)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def mean_loss(
+    model: nn.Module,
+    dataset: PairedDirections,
+    collate: Callable[[list[PairedExample]], dict[str, TowerBatch]],
+    *,
+    batch_size: int = 32,
+) -> float:
+    """Token-weighted mean next-token loss of ``model`` over ``dataset`` (eval mode)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = count = 0.0
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        weight = float(sum(tb.loss_weights[:, 1:].sum() for tb in batch.values()))
+        total += float(interleaved_next_token_loss(model(batch), batch)) * weight
+        count += weight
+    model.train(was_training)
+    return total / max(count, 1e-8)

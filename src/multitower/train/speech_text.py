@@ -1,0 +1,518 @@
+"""The Zipper speech-text experiment end to end (Zipper paper, "Speech and text").
+
+Stages, each resumable (a finished stage is recorded in ``stages.json`` and
+skipped on a re-run; an interrupted training resumes from its last checkpoint)::
+
+    corpus      generated sentences + espeak-ng speech in LibriSpeech layout
+                (splits: unaligned speech, aligned pairs, held-out test)
+    tokenizers  BPE text tokenizer on the text corpus; k-means speech units
+                fitted on the unaligned speech only
+    pretrain    text tower on text, speech tower on speech units
+    recognizer  a fixed unit->character CTC recogniser trained once on all aligned
+                pairs: it transcribes synthesised units to score TTS
+    finetune    per aligned fraction and system (Zipper, frozen variants, the
+                vocabulary-expansion baseline): ASR and TTS examples together
+    evaluate    ASR WER and TTS WER on the test split; table, JSON, plots
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from multitower.data.speech import read_audio
+from multitower.data.speech.corpus import SpeechCorpusConfig, build_speech_text_corpus
+from multitower.data.speech.units import SpeechUnitTokenizer, UnitConfig
+from multitower.data.text import generate_sentences, normalize_text
+from multitower.data.tokenizer import TextTokenizer
+from multitower.models.baseline import expand_vocabulary
+from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.io import write_text_atomic
+from multitower.models.pretrained import load_pretrained, save_pretrained
+from multitower.models.zipper import Zipper, ZipperConfig
+from multitower.train.interleaved import (
+    InterleavedLMTask,
+    PairedDirections,
+    TokenSequences,
+    interleaved_collate,
+    mean_loss,
+    pad_sequences,
+)
+from multitower.train.task import NextTokenTask
+from multitower.train.trainer import TrainConfig, Trainer
+
+UNIT_OFFSET = 3  # speech tower ids: 0 pad, 1 bos, 2 eos, then units
+SYSTEMS: dict[str, dict[str, Any]] = {
+    "zipper": {"kind": "zipper", "freeze": ()},
+    "zipper_frozen_speech": {"kind": "zipper", "freeze": ("speech",)},
+    "zipper_frozen_text": {"kind": "zipper", "freeze": ("text",)},
+    "baseline": {"kind": "baseline", "freeze": ()},
+}
+
+
+@dataclass(frozen=True)
+class CorpusSection:
+    """Sizes of the generated corpus (see :class:`SpeechCorpusConfig`)."""
+
+    n_text: int = 20000
+    n_unaligned: int = 2000
+    n_aligned: int = 1000
+    n_test: int = 200
+    voices: tuple[str, ...] = ("en-us", "en-gb-x-rp", "en+m3", "en+f2")
+    rates: tuple[int, ...] = (150, 190)
+    pitches: tuple[int, ...] = (40, 60)
+    dir: str | None = None  # reuse/build the speech corpus here instead of RUN_DIR/corpus
+
+    def __post_init__(self) -> None:
+        if self.n_text < 1 or self.n_aligned < 1 or self.n_test < 1 or self.n_unaligned < 1:
+            raise ValueError("n_text, n_unaligned, n_aligned and n_test must all be >= 1")
+
+
+@dataclass(frozen=True)
+class TextTokenizerSection:
+    kind: str = "bpe"  # or "characters"
+    vocab_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bpe", "characters"):
+            raise ValueError(f"kind must be 'bpe' or 'characters', got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class TowerSection:
+    d_model: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    max_seq_len: int = 1024
+
+
+@dataclass(frozen=True)
+class FusionSection:
+    cross_attention_every: int = 2
+    input_projection: str = "paper"
+    fusion_mlp_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class RecognizerSection:
+    d_model: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    upsample: int = 2
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(max_steps=1000, batch_size=32, lr=1e-3, warmup_steps=50)
+    )
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    max_test: int = 200
+    batch_size: int = 50
+    max_new_text: int = 96
+    max_new_speech: int = 400
+    temperature: float = 0.0
+    top_k: int | None = None
+
+
+@dataclass(frozen=True)
+class SpeechTextConfig:
+    """The whole experiment (YAML sections map to these fields)."""
+
+    seed: int = 0
+    corpus: CorpusSection = field(default_factory=CorpusSection)
+    text_tokenizer: TextTokenizerSection = field(default_factory=TextTokenizerSection)
+    units: UnitConfig = field(
+        default_factory=lambda: UnitConfig(
+            codebook_size=256, unit_rate=25, frames_per_unit=4, dedup=True
+        )
+    )
+    text_tower: TowerSection = field(default_factory=TowerSection)
+    speech_tower: TowerSection = field(default_factory=TowerSection)
+    fusion: FusionSection = field(default_factory=FusionSection)
+    pretrain_text: TrainConfig = field(
+        default_factory=lambda: TrainConfig(max_steps=1500, batch_size=64, lr=1e-3)
+    )
+    pretrain_speech: TrainConfig = field(
+        default_factory=lambda: TrainConfig(max_steps=1500, batch_size=32, lr=1e-3)
+    )
+    finetune: TrainConfig = field(
+        default_factory=lambda: TrainConfig(max_steps=600, batch_size=32, lr=3e-4, fusion_lr=1e-3)
+    )
+    recognizer: RecognizerSection = field(default_factory=RecognizerSection)
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    systems: tuple[str, ...] = tuple(SYSTEMS)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def __post_init__(self) -> None:
+        for f in self.fractions:
+            if not 0.0 < f <= 1.0:
+                raise ValueError(f"fractions must lie in (0, 1], got {f}")
+        for s in self.systems:
+            if s not in SYSTEMS:
+                raise ValueError(f"systems: unknown system {s!r}; allowed: {list(SYSTEMS)}")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Stages:
+    """Which stages of a run directory are finished (``stages.json``, written atomically)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "stages.json"
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def get(self, name: str) -> Any:
+        return self.data.get(name)
+
+    def mark(self, name: str, info: Any = True) -> None:
+        self.data[name] = info
+        write_text_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+
+def _train(
+    model: nn.Module,
+    task: Any,
+    dataset: Any,
+    collate: Callable,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    seed: int,
+) -> nn.Module:
+    """Train with the project's Trainer, resuming from ``run_dir`` when possible."""
+    trainer = Trainer(model, task, dataset, collate, replace(cfg, seed=seed), run_dir / "train")
+    step = trainer.resume()
+    if step:
+        log(f"  resumed {run_dir.name} at step {step}")
+    trainer.fit()
+    return trainer.module
+
+
+class SpeechTextExperiment:
+    """Runs (or resumes) every stage in ``run_dir``."""
+
+    def __init__(
+        self, config: SpeechTextConfig, run_dir: str | Path, *, quiet: bool = False
+    ) -> None:
+        self.cfg = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.stages = Stages(self.run_dir)
+        self.quiet = quiet
+
+    # -- data --------------------------------------------------------------------------------
+    def corpus(self) -> dict[str, list[tuple[str, str, Path]]]:
+        """Splits -> [(utterance id, transcript, audio path)]."""
+        c = self.cfg.corpus
+        corpus_cfg = SpeechCorpusConfig(
+            n_unaligned=c.n_unaligned,
+            n_aligned=c.n_aligned,
+            n_test=c.n_test,
+            seed=self.cfg.seed,
+            voices=c.voices,
+            rates=c.rates,
+            pitches=c.pitches,
+        )
+        root = Path(c.dir) if c.dir else self.run_dir / "corpus"
+        log(f"corpus: {root} ({c.n_unaligned} unaligned, {c.n_aligned} aligned, {c.n_test} test)")
+        corpus = build_speech_text_corpus(root, corpus_cfg, quiet=self.quiet)
+        return {
+            split: [
+                (u.id, normalize_text(u.transcript), Path(u.path)) for u in corpus.utterances(split)
+            ]
+            for split in ("unaligned", "aligned", "test")
+        }
+
+    def text_corpus(self, exclude: set[str]) -> list[str]:
+        path = self.run_dir / "text" / "sentences.txt"
+        if not self.stages.get("text_corpus"):
+            # A different seed from the speech corpus; held-out test sentences are removed.
+            sentences = [
+                s
+                for s in generate_sentences(self.cfg.corpus.n_text, seed=self.cfg.seed + 7919)
+                if s not in exclude
+            ]
+            write_text_atomic(path, "\n".join(sentences) + "\n")
+            self.stages.mark("text_corpus", {"sentences": len(sentences)})
+        return path.read_text().splitlines()
+
+    def text_tokenizer(self, sentences: list[str]) -> TextTokenizer:
+        path = self.run_dir / "text" / "tokenizer.json"
+        if not self.stages.get("text_tokenizer"):
+            t = self.cfg.text_tokenizer
+            tok = (
+                TextTokenizer.train_bpe(sentences, t.vocab_size)
+                if t.kind == "bpe"
+                else TextTokenizer.characters(sentences)
+            )
+            tok.save(path)
+            self.stages.mark("text_tokenizer", {"vocab_size": tok.vocab_size})
+        return TextTokenizer.load(path)
+
+    def unit_tokenizer(self, unaligned: list[tuple[str, str, Path]]) -> SpeechUnitTokenizer:
+        path = self.run_dir / "units" / "tokenizer"
+        if not self.stages.get("unit_tokenizer"):
+            log(
+                f"units: fitting k-means ({self.cfg.units.codebook_size} units) on {len(unaligned)} unaligned utterances"
+            )
+            tok = SpeechUnitTokenizer.fit(
+                [p for _, _, p in unaligned], self.cfg.units, quiet=self.quiet
+            )
+            tok.save(path)
+            self.stages.mark("unit_tokenizer", True)
+        return SpeechUnitTokenizer.load(path)
+
+    def encode_units(
+        self, tok: SpeechUnitTokenizer, splits: dict[str, list[tuple[str, str, Path]]]
+    ) -> dict[str, list[list[int]]]:
+        path = self.run_dir / "units" / "encoded.json"
+        if not self.stages.get("encode_units"):
+            log("units: encoding every split")
+            encoded = {
+                split: [
+                    [
+                        int(u) + UNIT_OFFSET
+                        for u in tok.encode(read_audio(p, tok.config.sample_rate))
+                    ]
+                    for _, _, p in items
+                ]
+                for split, items in splits.items()
+            }
+            write_text_atomic(path, json.dumps(encoded))
+            lengths = [len(u) for u in encoded["aligned"]]
+            self.stages.mark("encode_units", {"mean_units_per_utt": sum(lengths) / len(lengths)})
+        return json.loads(path.read_text())
+
+    # -- models ------------------------------------------------------------------------------
+    def tower_config(self, section: TowerSection, vocab_size: int) -> DecoderConfig:
+        return DecoderConfig(
+            vocab_size=vocab_size,
+            d_model=section.d_model,
+            num_layers=section.num_layers,
+            num_heads=section.num_heads,
+            mlp_ratio=section.mlp_ratio,
+            max_seq_len=section.max_seq_len,
+        )
+
+    def pretrain(
+        self,
+        name: str,
+        cfg: DecoderConfig,
+        sequences: list[list[int]],
+        train_cfg: TrainConfig,
+        seed: int,
+    ) -> DecoderTower:
+        stage_dir = self.run_dir / f"pretrain_{name}"
+        if not self.stages.get(f"pretrain_{name}"):
+            log(
+                f"pretrain {name} tower on {len(sequences)} sequences ({train_cfg.max_steps} steps)"
+            )
+            torch.manual_seed(seed)
+            tower = DecoderTower(cfg)
+            data = TokenSequences(sequences, cfg.bos_id, cfg.eos_id, cfg.max_seq_len)
+            tower = _train(
+                tower,
+                NextTokenTask(cfg.pad_id),
+                data,
+                pad_sequences(cfg.pad_id),
+                train_cfg,
+                stage_dir,
+                seed=seed,
+            )
+            save_pretrained(tower, stage_dir / "model")
+            self.stages.mark(f"pretrain_{name}", True)
+        return load_pretrained(stage_dir / "model", DecoderTower)
+
+    def build_system(self, system: str, text: DecoderTower, speech: DecoderTower) -> nn.Module:
+        spec = SYSTEMS[system]
+        if spec["kind"] == "baseline":
+            return expand_vocabulary(
+                text,
+                "text",
+                {"speech": speech.config.vocab_size},
+                generator=torch.Generator().manual_seed(self.cfg.seed),
+            )
+        f = self.cfg.fusion
+        zcfg = ZipperConfig(
+            {"speech": speech.config, "text": text.config},
+            cross_attention_every=f.cross_attention_every,
+            input_projection=f.input_projection,
+            fusion_mlp_ratio=f.fusion_mlp_ratio,
+        )
+        torch.manual_seed(self.cfg.seed)
+        model = Zipper(zcfg)
+        model.load_tower("text", text)
+        model.load_tower("speech", speech)
+        model.freeze_towers(spec["freeze"])
+        return model
+
+    def recognizer(
+        self, aligned_units: list[list[int]], aligned_text: list[str], speech_vocab: int
+    ) -> tuple[nn.Module, Any]:
+        from multitower.data.charset import CharAlphabet
+        from multitower.models.unit_recognizer import UnitRecognizerConfig
+        from multitower.train.recognizer import load_recognizer, train_recognizer
+
+        stage_dir = self.run_dir / "recognizer"
+        if not self.stages.get("recognizer"):
+            r = self.cfg.recognizer
+            log(f"recognizer: CTC on all {len(aligned_units)} aligned pairs ({r.train.max_steps} steps)")
+            alphabet = CharAlphabet.from_transcripts(aligned_text)
+            config = UnitRecognizerConfig(
+                unit_vocab_size=speech_vocab,
+                num_chars=alphabet.num_classes,
+                d_model=r.d_model,
+                num_layers=r.num_layers,
+                num_heads=r.num_heads,
+                upsample=r.upsample,
+            )
+            pairs = list(zip(aligned_units, aligned_text))
+            train_recognizer(pairs, alphabet, config, replace(r.train, seed=self.cfg.seed), stage_dir)
+            self.stages.mark("recognizer", True)
+        return load_recognizer(stage_dir)
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from multitower.eval.speech_text import evaluate_system, write_results
+
+        t0 = time.time()
+        cfg = self.cfg
+        splits = self.corpus()
+        test_texts = {t for _, t, _ in splits["test"]}
+        sentences = self.text_corpus(test_texts)
+        text_tok = self.text_tokenizer(sentences)
+        unit_tok = self.unit_tokenizer(splits["unaligned"])
+        units = self.encode_units(unit_tok, splits)
+        speech_vocab = unit_tok.vocab_size + UNIT_OFFSET
+        text_cfg = self.tower_config(cfg.text_tower, text_tok.vocab_size)
+        speech_cfg = self.tower_config(cfg.speech_tower, speech_vocab)
+        text_tower = self.pretrain(
+            "text", text_cfg, [text_tok.encode(s) for s in sentences], cfg.pretrain_text, cfg.seed
+        )
+        speech_tower = self.pretrain(
+            "speech", speech_cfg, units["unaligned"], cfg.pretrain_speech, cfg.seed + 1
+        )
+
+        aligned_text = [t for _, t, _ in splits["aligned"]]
+        aligned = [(u, text_tok.encode(t)) for u, t in zip(units["aligned"], aligned_text)]
+        test_items = splits["test"][: cfg.eval.max_test]
+        test = [(u, text_tok.encode(t)) for u, (_, t, _) in zip(units["test"], test_items)]
+        test_texts_list = [t for _, t, _ in test_items]
+        recognizer, alphabet = self.recognizer(units["aligned"], aligned_text, speech_vocab)
+
+        from multitower.train.recognizer import transcribe
+        from multitower.eval.speech_text import wer
+
+        if not self.stages.get("recognizer_eval"):
+            hyps = transcribe(recognizer, alphabet, [u for u, _ in test])
+            self.stages.mark("recognizer_eval", {"wer_on_real_units": wer(test_texts_list, hyps)})
+
+        order = torch.randperm(
+            len(aligned), generator=torch.Generator().manual_seed(cfg.seed)
+        ).tolist()
+        results = []
+        for fraction in cfg.fractions:
+            n = max(1, math.ceil(fraction * len(aligned)))
+            subset = [aligned[i] for i in order[:n]]  # nested: 1% within 10% within 100%
+            for system in cfg.systems:
+                key = f"finetune_{system}_{fraction:g}"
+                if not self.stages.get(key):
+                    log(
+                        f"finetune {system} on {fraction:.0%} of the aligned pairs ({n} pairs, both directions)"
+                    )
+                    model = self.build_system(system, text_tower, speech_tower)
+                    collate = interleaved_collate(model.modalities)
+                    test_set = PairedDirections(test)
+                    start_loss = mean_loss(model, test_set, collate)
+                    stage_dir = self.run_dir / "finetune" / f"{system}_{fraction:g}"
+                    model = _train(
+                        model,
+                        InterleavedLMTask(),
+                        PairedDirections(subset),
+                        collate,
+                        cfg.finetune,
+                        stage_dir,
+                        seed=cfg.seed,
+                    )
+                    save_pretrained(model, stage_dir / "model")
+                    final_loss = mean_loss(model, test_set, collate)
+                    log(
+                        f"  evaluating {system} ({fraction:g}): test loss {start_loss:.3f} -> {final_loss:.3f}"
+                    )
+                    metrics = evaluate_system(
+                        model, test, test_texts_list, text_tok, recognizer, alphabet, cfg.eval
+                    )
+                    info = {
+                        "system": system,
+                        "fraction": fraction,
+                        "pairs": n,
+                        "test_loss_start": start_loss,
+                        "test_loss_final": final_loss,
+                        **metrics,
+                    }
+                    self.stages.mark(key, info)
+                results.append(self.stages.get(key))
+        summary = {
+            "config": _plain(asdict(cfg)),
+            "corpus": {
+                "aligned": len(aligned),
+                "test": len(test),
+                "text_sentences": len(sentences),
+                **(self.stages.get("encode_units") or {}),
+            },
+            "recognizer_wer_on_real_units": self.stages.get("recognizer_eval")["wer_on_real_units"],
+            "results": results,
+            "seconds": time.time() - t0 + float(self.stages.get("seconds") or 0.0),
+        }
+        write_results(summary, self.run_dir / "results")
+        write_text_atomic(
+            self.run_dir / "inference.json",
+            json.dumps(
+                {
+                    "text_tokenizer": "text/tokenizer.json",
+                    "unit_tokenizer": "units/tokenizer",
+                    "models": {
+                        f"{r['system']}_{r['fraction']:g}": f"finetune/{r['system']}_{r['fraction']:g}/model"
+                        for r in results
+                    },
+                    "default_model": _best_default(results),
+                },
+                indent=1,
+            ),
+        )
+        log(f"done: results in {self.run_dir / 'results'}")
+        return summary
+
+
+def _best_default(results: list[dict[str, Any]]) -> str:
+    """The unfrozen Zipper on the most aligned data, else the first system."""
+    zips = [r for r in results if r["system"] == "zipper"] or results
+    best = max(zips, key=lambda r: r["fraction"])
+    return f"{best['system']}_{best['fraction']:g}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_hash(config: SpeechTextConfig) -> str:
+    return hashlib.sha256(json.dumps(_plain(asdict(config)), sort_keys=True).encode()).hexdigest()[
+        :16
+    ]

@@ -1,0 +1,81 @@
+"""The speech-text experiment end to end through the real CLI, on the tiny recipe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from multitower.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "zipper_speech_text_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("speech") / "run"
+    assert main(["run", str(TINY), "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def test_pipeline_writes_results_and_every_model_beats_its_start(tiny_run):
+    summary = json.loads((tiny_run / "results" / "results.json").read_text())
+    systems = {r["system"] for r in summary["results"]}
+    assert systems == {"zipper", "baseline"}
+    for r in summary["results"]:
+        assert r["test_loss_final"] < r["test_loss_start"], r
+        assert 0.0 <= r["asr_wer"] and 0.0 <= r["tts_wer"]
+    assert (tiny_run / "results" / "results.md").read_text().startswith("| system |")
+    assert (tiny_run / "results" / "wer_vs_fraction.png").stat().st_size > 1000
+    # the unaligned split fed only the unit tokenizer and the speech tower
+    assert (tiny_run / "units" / "tokenizer").is_dir()
+    assert (tiny_run / "config.yaml").is_file()
+
+
+def test_rerun_skips_finished_stages_and_redoes_a_missing_one(tiny_run, capsys):
+    stages = json.loads((tiny_run / "stages.json").read_text())
+    before = stages["finetune_zipper_1"]
+    del stages["finetune_baseline_1"]
+    (tiny_run / "stages.json").write_text(json.dumps(stages))
+    shutil.rmtree(tiny_run / "finetune" / "baseline_1")
+    assert main(["run", str(TINY), "--run-dir", str(tiny_run), "--quiet"]) == 0
+    after = json.loads((tiny_run / "stages.json").read_text())
+    assert after["finetune_zipper_1"] == before  # not retrained
+    assert "finetune_baseline_1" in after
+    assert (tiny_run / "finetune" / "baseline_1" / "model" / "model.safetensors").is_file()
+
+
+def test_run_dir_with_another_config_is_refused(tiny_run, capsys):
+    rc = main(["run", str(TINY), "finetune.max_steps=41", "--run-dir", str(tiny_run), "--quiet"])
+    assert rc == 1
+    assert "holds a run with another config" in capsys.readouterr().err
+
+
+def test_asr_and_tts_commands(tiny_run, tmp_path, capsys):
+    wav = sorted((tiny_run / "corpus" / "test").rglob("*.flac"))[0]
+    assert main(["asr", str(wav), "--run-dir", str(tiny_run)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out.wav"
+    assert main(["tts", "the dog runs", "-o", str(out), "--run-dir", str(tiny_run)]) == 0
+    assert out.stat().st_size > 1000
+    assert main(["tts", "caf\u00e9 7", "-o", str(tmp_path / "x.wav"), "--run-dir", str(tiny_run)]) == 1
+    assert "cannot encode" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF0000WAVEjunk")
+    assert main(["asr", str(bad), "--run-dir", str(tiny_run)]) == 1
+    assert main(["asr", str(wav), "--run-dir", str(tmp_path)]) == 1
+    assert "inference.json is missing" in capsys.readouterr().err
+    assert main(["asr", str(wav), "--run-dir", str(tiny_run), "--model", "nope"]) == 1
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_bad_experiment_config_is_reported_before_any_work(tmp_path, capsys):
+    rc = main(["run", str(TINY), "fractions=[0.0]", "systems=[zipper,gpt]", "--run-dir", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "fractions must lie in (0, 1]" in err or "systems" in err
+    assert not (tmp_path / "r").exists()
