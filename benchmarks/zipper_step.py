@@ -34,8 +34,12 @@ CONFIGS = {
 
 def build(name: str, fusion_mlp_ratio: float) -> tuple[Zipper, dict, list[list[Segment]]]:
     d, layers, heads, vt, vs, batch, lt, ls = CONFIGS[name]
-    text = DecoderConfig(vocab_size=vt, d_model=d, num_layers=layers, num_heads=heads, max_seq_len=1024)
-    speech = DecoderConfig(vocab_size=vs, d_model=d, num_layers=layers, num_heads=heads, max_seq_len=1024)
+    text = DecoderConfig(
+        vocab_size=vt, d_model=d, num_layers=layers, num_heads=heads, max_seq_len=1024
+    )
+    speech = DecoderConfig(
+        vocab_size=vs, d_model=d, num_layers=layers, num_heads=heads, max_seq_len=1024
+    )
     cfg = ZipperConfig(
         {"speech": speech, "text": text},
         cross_attention_every=2,
@@ -101,8 +105,11 @@ def bench_config(name: str, repeats: int, fusion_mlp_ratio: float) -> dict[str, 
     model.eval()
     prompts = [[examples[0][1]]]  # text prompt -> 256 speech tokens (TTS-like)
     new = 256
+
     def gen(use_cache: bool) -> None:
-        out = generate(model, prompts, ["speech"], max_new_tokens=new, min_new_tokens=new, use_cache=use_cache)
+        out = generate(
+            model, prompts, ["speech"], max_new_tokens=new, min_new_tokens=new, use_cache=use_cache
+        )
         assert len(out[0][0].tokens) == new
 
     t_cached = median_time(lambda: gen(True), max(1, repeats // 2))
@@ -124,8 +131,12 @@ def main() -> None:
     parser.add_argument("--fusion-mlp-ratio", type=float, default=1.0)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, fusion_mlp_ratio {args.fusion_mlp_ratio}")
-    print(f"{'config':8} {'towers step':>12} {'zipper step':>12} {'ratio':>6} {'cached tok/s':>13} {'uncached tok/s':>15} {'speedup':>8}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, fusion_mlp_ratio {args.fusion_mlp_ratio}"
+    )
+    print(
+        f"{'config':8} {'towers step':>12} {'zipper step':>12} {'ratio':>6} {'cached tok/s':>13} {'uncached tok/s':>15} {'speedup':>8}"
+    )
     result = {}
     for name in args.configs.split(","):
         result = bench_config(name, args.repeats, args.fusion_mlp_ratio)
@@ -134,7 +145,9 @@ def main() -> None:
             f"{result['zipper_over_towers']:6.2f} {result['cached_tok_per_s']:13.1f} "
             f"{result['uncached_tok_per_s']:15.1f} {result['cache_speedup']:8.1f}"
         )
-    print(f"zipper_over_towers={result['zipper_over_towers']:.3f} cache_speedup={result['cache_speedup']:.2f}")
+    print(
+        f"zipper_over_towers={result['zipper_over_towers']:.3f} cache_speedup={result['cache_speedup']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -133,8 +133,16 @@ def write_results(summary: dict[str, Any], out_dir: Path) -> None:
     for ax, metric, title in ((axes[0], "asr_wer", "ASR"), (axes[1], "tts_wer", "TTS")):
         systems = sorted({r["system"] for r in summary["results"]})
         for system in systems:
-            rows = sorted((r for r in summary["results"] if r["system"] == system), key=lambda r: r["fraction"])
-            ax.plot([r["fraction"] for r in rows], [100 * r[metric] for r in rows], marker="o", label=system)
+            rows = sorted(
+                (r for r in summary["results"] if r["system"] == system),
+                key=lambda r: r["fraction"],
+            )
+            ax.plot(
+                [r["fraction"] for r in rows],
+                [100 * r[metric] for r in rows],
+                marker="o",
+                label=system,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("aligned data fraction")
         ax.set_ylabel("WER (%)")

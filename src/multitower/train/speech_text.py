@@ -369,7 +369,9 @@ class SpeechTextExperiment:
         stage_dir = self.run_dir / "recognizer"
         if not self.stages.get("recognizer"):
             r = self.cfg.recognizer
-            log(f"recognizer: CTC on all {len(aligned_units)} aligned pairs ({r.train.max_steps} steps)")
+            log(
+                f"recognizer: CTC on all {len(aligned_units)} aligned pairs ({r.train.max_steps} steps)"
+            )
             alphabet = CharAlphabet.from_transcripts(aligned_text)
             config = UnitRecognizerConfig(
                 unit_vocab_size=speech_vocab,
@@ -380,7 +382,9 @@ class SpeechTextExperiment:
                 upsample=r.upsample,
             )
             pairs = list(zip(aligned_units, aligned_text))
-            train_recognizer(pairs, alphabet, config, replace(r.train, seed=self.cfg.seed), stage_dir)
+            train_recognizer(
+                pairs, alphabet, config, replace(r.train, seed=self.cfg.seed), stage_dir
+            )
             self.stages.mark("recognizer", True)
         return load_recognizer(stage_dir)
 
@@ -413,8 +417,8 @@ class SpeechTextExperiment:
         test_texts_list = [t for _, t, _ in test_items]
         recognizer, alphabet = self.recognizer(units["aligned"], aligned_text, speech_vocab)
 
-        from multitower.train.recognizer import transcribe
         from multitower.eval.speech_text import wer
+        from multitower.train.recognizer import transcribe
 
         if not self.stages.get("recognizer_eval"):
             hyps = transcribe(recognizer, alphabet, [u for u, _ in test])
