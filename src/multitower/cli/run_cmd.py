@@ -36,6 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _saved_config(path: Path) -> object:
+    """The config a run directory was started with (new fields take their defaults)."""
+    from multitower.train.speech_text import SpeechTextConfig
+
+    raw = load_config(path)
+    raw.pop("experiment", None)
+    try:
+        return build_dataclass(SpeechTextConfig, raw, "")
+    except ConfigError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -57,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path("runs") / args.config.stem
     resolved = dump_yaml({"experiment": experiment, **to_plain(config)})
     saved = run_dir / "config.yaml"
-    if saved.is_file() and saved.read_text() != resolved:
+    if saved.is_file() and _saved_config(saved) != config:
         raise CliError(
             f"{run_dir} holds a run with another config ({saved}); use a new --run-dir "
             "or delete the old one"

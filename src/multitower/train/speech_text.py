@@ -33,7 +33,12 @@ from torch import nn
 from multitower.data.speech import read_audio
 from multitower.data.speech.corpus import SpeechCorpusConfig, build_speech_text_corpus
 from multitower.data.speech.units import SpeechUnitTokenizer, UnitConfig
-from multitower.data.text import generate_sentences, normalize_text
+from multitower.data.text import (
+    generate_sentences,
+    normalize_text,
+    read_text_file,
+    read_wordnet_examples,
+)
 from multitower.data.tokenizer import TextTokenizer
 from multitower.models.baseline import expand_vocabulary
 from multitower.models.decoder import DecoderConfig, DecoderTower
@@ -72,6 +77,9 @@ class CorpusSection:
     rates: tuple[int, ...] = (150, 190)
     pitches: tuple[int, ...] = (40, 60)
     dir: str | None = None  # reuse/build the speech corpus here instead of RUN_DIR/corpus
+    # text-tower pre-training text: "generated", "wordnet" (Debian's wordnet-base
+    # example sentences) or the path of a text file with one sentence per line
+    text_source: str = "generated"
 
     def __post_init__(self) -> None:
         if self.n_text < 1 or self.n_aligned < 1 or self.n_test < 1 or self.n_unaligned < 1:
@@ -237,16 +245,22 @@ class SpeechTextExperiment:
         }
 
     def text_corpus(self, exclude: set[str]) -> list[str]:
+        """Sentences for text-tower pre-training, without the held-out test sentences."""
         path = self.run_dir / "text" / "sentences.txt"
         if not self.stages.get("text_corpus"):
-            # A different seed from the speech corpus; held-out test sentences are removed.
-            sentences = [
-                s
-                for s in generate_sentences(self.cfg.corpus.n_text, seed=self.cfg.seed + 7919)
-                if s not in exclude
-            ]
+            c = self.cfg.corpus
+            if c.text_source == "generated":
+                # Another seed than the speech corpus's sentences.
+                source = generate_sentences(c.n_text, seed=self.cfg.seed + 7919)
+            elif c.text_source == "wordnet":
+                source = read_wordnet_examples()[: c.n_text]
+            else:
+                source = [normalize_text(s) for s in read_text_file(c.text_source)][: c.n_text]
+            sentences = [s for s in source if s and s not in exclude]
+            if not sentences:
+                raise ValueError(f"corpus.text_source={c.text_source!r} gave no usable sentence")
             write_text_atomic(path, "\n".join(sentences) + "\n")
-            self.stages.mark("text_corpus", {"sentences": len(sentences)})
+            self.stages.mark("text_corpus", {"sentences": len(sentences), "source": c.text_source})
         return path.read_text().splitlines()
 
     def text_tokenizer(self, sentences: list[str]) -> TextTokenizer:
