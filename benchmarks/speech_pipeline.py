@@ -12,7 +12,16 @@ Measures, on a small generated set:
 merge in its own figures (e.g. ASR / TTS real-time factors) and print the same
 summary line with :func:`summary_line`.
 
-Run: ``python benchmarks/speech_pipeline.py [--n-utterances 32] [--codebook-size 256]``
+It then measures inference real-time factors (processing seconds / audio seconds)
+of ``asr`` (audio -> units -> Zipper greedy transcript) and ``tts`` (text ->
+Zipper speech units -> Griffin-Lim waveform), one utterance at a time as the
+commands run. With ``--run-dir`` the trained models of a finished
+``multitower run`` are used; without it, a freshly initialised Zipper of the full
+recipe's size is used with every output pinned to the reference length (the
+reference transcript's tokens for ASR, the real utterance's units for TTS), so
+the work matches what a trained model does.
+
+Run: ``python benchmarks/speech_pipeline.py [--n-utterances 32] [--run-dir runs/zipper_speech_text]``
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -32,7 +42,7 @@ DEFAULT_VOICES = (
     Voice("en+m3", pitch=40),
     Voice("en+f2", rate=190, pitch=60),
 )
-SUMMARY_KEYS = ["synth_utt_per_s", "tokenize_rtf"]
+SUMMARY_KEYS = ["synth_utt_per_s", "tokenize_rtf", "asr_rtf", "tts_rtf"]
 
 
 def _best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -52,6 +62,7 @@ def measure_data_pipeline(
     voices: tuple[Voice, ...] = DEFAULT_VOICES,
     unit_config: UnitConfig | None = None,
     repeats: int = 3,
+    keep: dict | None = None,
 ) -> dict[str, float]:
     """Time synthesis, features and unit tokenisation on ``n_utterances`` sentences.
 
@@ -95,6 +106,8 @@ def measure_data_pipeline(
     tokenizer.encode(audios[0])
     tokenize_s = _best_time(lambda: [tokenizer.encode(a) for a in audios], repeats)
 
+    if keep is not None:  # the audio and tokenizer, for the inference timings
+        keep.update(audios=audios, tokenizer=tokenizer)
     return {
         "n_utterances": float(n_utterances),
         "audio_seconds": audio_s,
@@ -106,6 +119,85 @@ def measure_data_pipeline(
         "tokenize_utt_per_s": n_utterances / tokenize_s,
         "tokenize_rtf": tokenize_s / audio_s,
         "torch_threads": float(torch.get_num_threads()),
+    }
+
+
+def measure_inference(
+    sentences: list[str],
+    audios: list[torch.Tensor],
+    unit_tokenizer: SpeechUnitTokenizer,
+    run_dir: str | None,
+    *,
+    repeats: int = 1,
+) -> dict[str, float]:
+    """Real-time factors of the ``asr`` and ``tts`` paths, one utterance at a time."""
+    from multitower.data.speech.resynth import units_to_waveform
+    from multitower.data.tokenizer import TextTokenizer
+    from multitower.generation import generate
+    from multitower.interleave import Segment
+    from multitower.models.decoder import DecoderTower
+    from multitower.train.speech_text import (
+        UNIT_OFFSET,
+        SpeechTextConfig,
+        build_system,
+        tower_config,
+    )
+
+    pinned = run_dir is None
+    if run_dir is None:
+        cfg = SpeechTextConfig()
+        text_tok = TextTokenizer.train_bpe(generate_sentences(3000, 1), 1000)
+        text = DecoderTower(tower_config(cfg.text_tower, text_tok.vocab_size))
+        speech = DecoderTower(
+            tower_config(cfg.speech_tower, unit_tokenizer.vocab_size + UNIT_OFFSET)
+        )
+        model = build_system("zipper", text, speech, cfg.fusion, cfg.seed).eval()
+    else:
+        from multitower.cli.speech_cmd import load_components
+
+        c = load_components(Path(run_dir), None)
+        model, text_tok, unit_tokenizer = c.model, c.text_tokenizer, c.unit_tokenizer
+    sr = unit_tokenizer.config.sample_rate
+    dedup = unit_tokenizer.config.dedup
+
+    def asr_once() -> None:
+        for sentence, audio in zip(sentences, audios):
+            units = [int(u) + UNIT_OFFSET for u in unit_tokenizer.encode(audio)]
+            n = len(text_tok.encode(sentence)) if pinned else 96
+            generate(
+                model,
+                [[Segment("speech", units)]],
+                ["text"],
+                max_new_tokens=n,
+                min_new_tokens=n if pinned else 0,
+            )
+
+    tts_seconds = [0.0]
+
+    def tts_once() -> None:
+        total = 0.0
+        for sentence, audio in zip(sentences, audios):
+            n = len(unit_tokenizer.encode(audio)) if pinned else 400
+            out = generate(
+                model,
+                [[Segment("text", text_tok.encode(sentence))]],
+                ["speech"],
+                max_new_tokens=n,
+                min_new_tokens=n if pinned else 0,
+            )
+            units = torch.tensor([u - UNIT_OFFSET for u in out[0][0].tokens if u >= UNIT_OFFSET])
+            if units.numel():
+                total += units_to_waveform(units, unit_tokenizer, deduped=dedup).numel() / sr
+        tts_seconds[0] = total
+
+    audio_s = sum(a.numel() for a in audios) / sr
+    asr_s = _best_time(asr_once, repeats)
+    tts_s = _best_time(tts_once, repeats)
+    return {
+        "asr_rtf": asr_s / audio_s,
+        "tts_rtf": tts_s / max(tts_seconds[0], 1e-9),
+        "tts_audio_seconds": tts_seconds[0],
+        "inference_pinned_lengths": float(pinned),
     }
 
 
@@ -127,13 +219,21 @@ def main() -> None:
     parser.add_argument("--unit-rate", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--run-dir", default=None, help="a finished speech-text run to time")
+    parser.add_argument("--inference-utterances", type=int, default=8)
     args = parser.parse_args()
     frames_per_unit = 100 // args.unit_rate
     config = UnitConfig(
         codebook_size=args.codebook_size, unit_rate=args.unit_rate, frames_per_unit=frames_per_unit
     )
+    kept: dict = {}
     results = measure_data_pipeline(
-        args.n_utterances, seed=args.seed, unit_config=config, repeats=args.repeats
+        args.n_utterances, seed=args.seed, unit_config=config, repeats=args.repeats, keep=kept
+    )
+    n = args.inference_utterances
+    sentences = generate_sentences(args.n_utterances, args.seed)[:n]
+    results.update(
+        measure_inference(sentences, kept["audios"][:n], kept["tokenizer"], args.run_dir)
     )
     print(format_table(results))
     print(summary_line(results))

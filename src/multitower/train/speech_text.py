@@ -209,6 +209,42 @@ def _train(
     return trainer.module
 
 
+def tower_config(section: TowerSection, vocab_size: int) -> DecoderConfig:
+    """A tower's decoder config from its YAML section and its vocabulary size."""
+    return DecoderConfig(
+        vocab_size=vocab_size,
+        d_model=section.d_model,
+        num_layers=section.num_layers,
+        num_heads=section.num_heads,
+        mlp_ratio=section.mlp_ratio,
+        max_seq_len=section.max_seq_len,
+    )
+
+
+def build_system(
+    system: str, text: DecoderTower, speech: DecoderTower, fusion: FusionSection, seed: int
+) -> nn.Module:
+    """A system to fine-tune, initialised from the pre-trained towers (see :data:`SYSTEMS`)."""
+    spec = SYSTEMS[system]
+    if spec["kind"] == "baseline":
+        generator = torch.Generator().manual_seed(seed)
+        return expand_vocabulary(
+            text, "text", {"speech": speech.config.vocab_size}, generator=generator
+        )
+    zcfg = ZipperConfig(
+        {"speech": speech.config, "text": text.config},
+        cross_attention_every=fusion.cross_attention_every,
+        input_projection=fusion.input_projection,
+        fusion_mlp_ratio=fusion.fusion_mlp_ratio,
+    )
+    torch.manual_seed(seed)
+    model = Zipper(zcfg)
+    model.load_tower("text", text)
+    model.load_tower("speech", speech)
+    model.freeze_towers(spec["freeze"])
+    return model
+
+
 class SpeechTextExperiment:
     """Runs (or resumes) every stage in ``run_dir``."""
 
@@ -311,16 +347,6 @@ class SpeechTextExperiment:
         return json.loads(path.read_text())
 
     # -- models ------------------------------------------------------------------------------
-    def tower_config(self, section: TowerSection, vocab_size: int) -> DecoderConfig:
-        return DecoderConfig(
-            vocab_size=vocab_size,
-            d_model=section.d_model,
-            num_layers=section.num_layers,
-            num_heads=section.num_heads,
-            mlp_ratio=section.mlp_ratio,
-            max_seq_len=section.max_seq_len,
-        )
-
     def pretrain(
         self,
         name: str,
@@ -349,29 +375,6 @@ class SpeechTextExperiment:
             save_pretrained(tower, stage_dir / "model")
             self.stages.mark(f"pretrain_{name}", True)
         return load_pretrained(stage_dir / "model", DecoderTower)
-
-    def build_system(self, system: str, text: DecoderTower, speech: DecoderTower) -> nn.Module:
-        spec = SYSTEMS[system]
-        if spec["kind"] == "baseline":
-            return expand_vocabulary(
-                text,
-                "text",
-                {"speech": speech.config.vocab_size},
-                generator=torch.Generator().manual_seed(self.cfg.seed),
-            )
-        f = self.cfg.fusion
-        zcfg = ZipperConfig(
-            {"speech": speech.config, "text": text.config},
-            cross_attention_every=f.cross_attention_every,
-            input_projection=f.input_projection,
-            fusion_mlp_ratio=f.fusion_mlp_ratio,
-        )
-        torch.manual_seed(self.cfg.seed)
-        model = Zipper(zcfg)
-        model.load_tower("text", text)
-        model.load_tower("speech", speech)
-        model.freeze_towers(spec["freeze"])
-        return model
 
     def recognizer(
         self, aligned_units: list[list[int]], aligned_text: list[str], speech_vocab: int
@@ -415,8 +418,8 @@ class SpeechTextExperiment:
         unit_tok = self.unit_tokenizer(splits["unaligned"])
         units = self.encode_units(unit_tok, splits)
         speech_vocab = unit_tok.vocab_size + UNIT_OFFSET
-        text_cfg = self.tower_config(cfg.text_tower, text_tok.vocab_size)
-        speech_cfg = self.tower_config(cfg.speech_tower, speech_vocab)
+        text_cfg = tower_config(cfg.text_tower, text_tok.vocab_size)
+        speech_cfg = tower_config(cfg.speech_tower, speech_vocab)
         text_tower = self.pretrain(
             "text", text_cfg, [text_tok.encode(s) for s in sentences], cfg.pretrain_text, cfg.seed
         )
@@ -451,7 +454,7 @@ class SpeechTextExperiment:
                     log(
                         f"finetune {system} on {fraction:.0%} of the aligned pairs ({n} pairs, both directions)"
                     )
-                    model = self.build_system(system, text_tower, speech_tower)
+                    model = build_system(system, text_tower, speech_tower, cfg.fusion, cfg.seed)
                     collate = interleaved_collate(model.modalities)
                     test_set = PairedDirections(test)
                     start_loss = mean_loss(model, test_set, collate)
