@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from multitower.generation import generate
 from multitower.interleave import Segment, collate_interleaved, cross_attention_mask
@@ -208,3 +210,35 @@ def test_bad_widths_modalities_and_tokens_are_rejected():
         z({"video": collate_interleaved([[Segment("text", [4])]], z.modalities)["text"]})
     with pytest.raises(ValueError, match="config"):
         z.load_tower("text", DecoderTower(SPEECH))
+
+
+segments_strategy = st.lists(
+    st.lists(
+        st.tuples(st.sampled_from(["text", "speech"]), st.lists(st.integers(3, 29), max_size=4)),
+        max_size=4,
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(segments_strategy)
+def test_mask_matches_the_definition_for_any_interleaving(raw):
+    examples = [[Segment(m, toks) for m, toks in ex] for ex in raw]
+    z = make_zipper("paper", gates=1.0)
+    batch = collate_interleaved(examples, z.modalities)
+    for q, s in (("text", "speech"), ("speech", "text")):
+        qb, sb = batch[q], batch[s]
+        mask = cross_attention_mask(qb.global_positions, qb.valid, sb.global_positions, sb.valid)
+        for b in range(len(examples)):
+            for i in range(qb.tokens.shape[1]):
+                for j in range(sb.tokens.shape[1]):
+                    expected = bool(
+                        qb.valid[b, i]
+                        and sb.valid[b, j]
+                        and sb.global_positions[b, j] < qb.global_positions[b, i]
+                    )
+                    assert bool(mask[b, i, j]) == expected
+    logits = z(batch)
+    assert all(torch.isfinite(v).all() for v in logits.values())
