@@ -126,8 +126,13 @@ class DecoderTower(nn.Module):
 
     # -- pieces driven one by one by Zipper ------------------------------------------------
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` ids -> ``(B, T, D)`` embeddings, with a vocabulary range check."""
-        check_token_range(tokens, self.config.vocab_size, "DecoderTower")
+        """``(B, T)`` ids -> ``(B, T, D)`` embeddings, with a vocabulary range check.
+
+        With caches set up (decoding) the check is skipped: it would cost a device
+        sync per step, and decode tokens come from validated prompts or the sampler.
+        """
+        if not self.caches_enabled:
+            check_token_range(tokens, self.config.vocab_size, "DecoderTower")
         return self.embed(tokens)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
