@@ -416,3 +416,20 @@ def test_train_recognizer_checks_inputs(tmp_path):
     # "aa" needs 3 frames; one unit with upsample=2 gives 2: warned, then trained anyway.
     with pytest.warns(UserWarning, match="1 of 3 pairs"):
         train_recognizer([([3], "aa"), *pairs], alphabet, tiny_config(), cfg, tmp_path / "c")
+
+
+def test_unit_noise_replaces_about_the_requested_share():
+    from multitower.data.charset import CharAlphabet
+    from multitower.train.recognizer import UnitTranscriptDataset
+
+    alphabet = CharAlphabet.from_transcripts(["ab"])
+    units = list(range(3, 13)) * 100
+    clean = UnitTranscriptDataset([(units, "ab")], alphabet)
+    noisy = UnitTranscriptDataset([(units, "ab")], alphabet, unit_noise=0.2, vocab_size=50)
+    assert torch.equal(clean[0][0], torch.tensor(units))
+    got = noisy[0][0]
+    changed = (got != torch.tensor(units)).float().mean().item()
+    assert 0.12 < changed < 0.28
+    assert int(got.min()) >= 3 and int(got.max()) < 50
+    with pytest.raises(ValueError, match="unit_noise"):
+        UnitTranscriptDataset([(units, "ab")], alphabet, unit_noise=1.5, vocab_size=50)

@@ -80,13 +80,30 @@ class UnitTranscriptDataset:
     Args:
         pairs: ``(units, transcript)``: speech-tower ids (ints >= 0) and its text.
         alphabet: encodes the transcripts.
+        unit_noise: probability of replacing each unit by a random one in
+            ``[first_unit, vocab_size)`` every time an item is read (augmentation
+            against memorising a small aligned set; drawn from torch's global RNG,
+            which the Trainer seeds and checkpoints).
 
     Raises:
         ValueError: a pair that is not ``(list of ints >= 0, str)``, or a transcript
             with a character outside ``alphabet`` (the pair index is named).
     """
 
-    def __init__(self, pairs: Sequence[tuple[Sequence[int], str]], alphabet: CharAlphabet) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Sequence[int], str]],
+        alphabet: CharAlphabet,
+        *,
+        unit_noise: float = 0.0,
+        vocab_size: int = 0,
+        first_unit: int = 3,
+    ) -> None:
+        if not 0.0 <= unit_noise < 1.0:
+            raise ValueError(f"unit_noise must lie in [0, 1), got {unit_noise}")
+        if unit_noise and vocab_size <= first_unit:
+            raise ValueError(f"unit_noise needs vocab_size > first_unit={first_unit}")
+        self.unit_noise, self.vocab_size, self.first_unit = unit_noise, vocab_size, first_unit
         self.units: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
         for i, pair in enumerate(pairs):
@@ -106,7 +123,12 @@ class UnitTranscriptDataset:
         return len(self.units)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.units[index], self.targets[index]
+        units = self.units[index]
+        if self.unit_noise:
+            swap = torch.rand(units.shape) < self.unit_noise
+            noise = torch.randint(self.first_unit, self.vocab_size, units.shape)
+            units = torch.where(swap, noise, units)
+        return units, self.targets[index]
 
 
 def collate_unit_ctc(items: list[tuple[torch.Tensor, torch.Tensor]]) -> UnitCTCBatch:
@@ -220,6 +242,7 @@ def train_recognizer(
     run_dir: str | os.PathLike[str],
     *,
     eval_pairs: Sequence[tuple[Sequence[int], str]] | None = None,
+    unit_noise: float = 0.0,
 ) -> UnitRecognizer:
     """Train a recogniser with CTC on ``pairs`` and save it into ``run_dir``.
 
@@ -238,6 +261,8 @@ def train_recognizer(
         train_cfg: optimisation and checkpointing (see :class:`TrainConfig`).
         run_dir: checkpoints, ``metrics.jsonl`` and the final model go here.
         eval_pairs: optional held-out pairs whose CER is logged as ``eval/cer``.
+        unit_noise: per-unit replacement probability while training (see
+            :class:`UnitTranscriptDataset`).
 
     Returns:
         The trained model, in eval mode, on the training device.
@@ -250,7 +275,9 @@ def train_recognizer(
             f"config.num_chars={config.num_chars} must equal the alphabet's num_classes="
             f"{alphabet.num_classes} (its {len(alphabet.chars)} characters plus the blank)"
         )
-    dataset = UnitTranscriptDataset(pairs, alphabet)
+    dataset = UnitTranscriptDataset(
+        pairs, alphabet, unit_noise=unit_noise, vocab_size=config.unit_vocab_size
+    )
     max_unit = max((int(u.max()) for u in dataset.units if u.numel()), default=0)
     if max_unit >= config.unit_vocab_size:
         raise ValueError(

@@ -118,6 +118,7 @@ class RecognizerSection:
     num_layers: int = 3
     num_heads: int = 4
     upsample: int = 2
+    unit_noise: float = 0.1  # augmentation: share of units replaced at random per read
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(max_steps=1000, batch_size=32, lr=1e-3, warmup_steps=50)
     )
@@ -190,6 +191,21 @@ class Stages:
         write_text_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
 
+class Repeated:
+    """``dataset`` concatenated with itself ``times`` times."""
+
+    def __init__(self, dataset: Any, times: int) -> None:
+        self.dataset, self.times = dataset, times
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.dataset[i % len(self.dataset)]
+
+
 def _train(
     model: nn.Module,
     task: Any,
@@ -200,7 +216,13 @@ def _train(
     *,
     seed: int,
 ) -> nn.Module:
-    """Train with the project's Trainer, resuming from ``run_dir`` when possible."""
+    """Train with the project's Trainer, resuming from ``run_dir`` when possible.
+
+    A dataset smaller than one batch (1% of a small aligned set) is repeated so
+    that every fraction trains with the same batch size and number of steps.
+    """
+    if len(dataset) < cfg.batch_size:
+        dataset = Repeated(dataset, math.ceil(cfg.batch_size / len(dataset)))
     trainer = Trainer(model, task, dataset, collate, replace(cfg, seed=seed), run_dir / "train")
     step = trainer.resume()
     if step:
@@ -243,6 +265,18 @@ def build_system(
     model.load_tower("speech", speech)
     model.freeze_towers(spec["freeze"])
     return model
+
+
+def finetune_config(system: str, cfg: TrainConfig) -> TrainConfig:
+    """Fine-tuning settings of one system.
+
+    The baseline has no fusion parameters: what Zipper learns in its fusion layers
+    (at ``fusion_lr``) the baseline must learn in its shared tower and new
+    embedding rows, so it trains every parameter at ``fusion_lr`` (when set).
+    """
+    if SYSTEMS[system]["kind"] == "baseline" and cfg.fusion_lr is not None:
+        return replace(cfg, lr=cfg.fusion_lr, fusion_lr=None)
+    return cfg
 
 
 class SpeechTextExperiment:
@@ -400,7 +434,12 @@ class SpeechTextExperiment:
             )
             pairs = list(zip(aligned_units, aligned_text))
             train_recognizer(
-                pairs, alphabet, config, replace(r.train, seed=self.cfg.seed), stage_dir
+                pairs,
+                alphabet,
+                config,
+                replace(r.train, seed=self.cfg.seed),
+                stage_dir,
+                unit_noise=r.unit_noise,
             )
             self.stages.mark("recognizer", True)
         return load_recognizer(stage_dir)
@@ -464,7 +503,7 @@ class SpeechTextExperiment:
                         InterleavedLMTask(),
                         PairedDirections(subset),
                         collate,
-                        cfg.finetune,
+                        finetune_config(system, cfg.finetune),
                         stage_dir,
                         seed=cfg.seed,
                     )
