@@ -106,6 +106,11 @@ def ctc_loss(
 
 
 # -- MaMMUT ------------------------------------------------------------------------------------
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast bf16/fp16 features for the loss; keep float32 and float64 as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _check_contrastive_inputs(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -161,14 +166,16 @@ def contrastive_loss(
         offset: index of the first local row inside the gathered rows.
 
     Returns:
-        A scalar (float32).
+        A scalar (float32, or float64 for float64 features).
     """
     all_images = image_features if all_image_features is None else all_image_features
     all_texts = text_features if all_text_features is None else all_text_features
     _check_contrastive_inputs(image_features, text_features, all_images, all_texts, offset)
     labels = torch.arange(image_features.shape[0], device=image_features.device) + offset
-    image_logits = logit_scale * image_features.float() @ all_texts.float().T  # (B, N)
-    text_logits = logit_scale * text_features.float() @ all_images.float().T  # (B, N)
+    texts = _at_least_float32(all_texts)  # (N, E)
+    images = _at_least_float32(all_images)  # (N, E)
+    image_logits = logit_scale * _at_least_float32(image_features) @ texts.T  # (B, N)
+    text_logits = logit_scale * _at_least_float32(text_features) @ images.T  # (B, N)
     return 0.5 * (F.cross_entropy(image_logits, labels) + F.cross_entropy(text_logits, labels))
 
 
@@ -210,7 +217,8 @@ def focal_contrastive_loss(
     all_texts = text_features if all_text_features is None else all_text_features
     _check_contrastive_inputs(image_features, text_features, all_texts, all_texts, offset)
     n = image_features.shape[0]
-    logits = logit_scale * image_features.float() @ all_texts.float().T  # (B, N)
+    texts = _at_least_float32(all_texts)  # (N, E)
+    logits = logit_scale * _at_least_float32(image_features) @ texts.T  # (B, N)
     rows = torch.arange(n, device=logits.device)
     targets = torch.zeros_like(logits)
     targets[rows, rows + offset] = 1.0

@@ -1,0 +1,188 @@
+"""Vision Transformer image encoder (Dosovitskiy et al., 2021), the vision tower of MaMMUT.
+
+Plain torch, no torchvision::
+
+    images (B, 3, S, S)
+      -> patch embedding: Conv2d(kernel = stride = patch_size)   (B, D, S/p, S/p)
+      -> flatten to patch tokens + learned position embedding     (B, N, D), N = (S/p)^2
+      -> num_layers pre-norm blocks:  x + attn(norm(x)),  x + mlp(norm(x))
+      -> final norm                                               (B, N, D)
+
+There is no class token: MaMMUT pools the image embedding as the mean of the
+patch tokens (spec, "contrastive pass") and cross-attends to all of them.
+Attention is bidirectional and has no rotary positions: positions come from the
+learned absolute embedding, as in the original ViT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multitower.nn import MLP, RMSNorm, check_heads, make_norm
+from multitower.nn.attention import merge_heads, split_heads
+from multitower.nn.norms import NORM_KINDS
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Size of a ViT image encoder.
+
+    Args:
+        image_size: input height and width ``S`` in pixels (square images).
+        patch_size: side ``p`` of a square patch; must divide ``image_size``.
+        d_model: token width ``D``.
+        num_layers: transformer blocks.
+        num_heads: attention heads; must divide ``d_model``.
+        mlp_ratio: MLP hidden width / ``d_model``.
+        channels: input channels (3 for RGB).
+        norm: ``"layer"`` (LayerNorm, the ViT default) or ``"rms"``.
+    """
+
+    image_size: int = 224
+    patch_size: int = 16
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    channels: int = 3
+    norm: str = "layer"
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "d_model", "num_layers", "num_heads", "channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ViTConfig.{name} must be a positive int, got {value!r}")
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"ViTConfig.patch_size={self.patch_size} must divide image_size={self.image_size}"
+            )
+        check_heads(self.d_model, self.num_heads)
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"ViTConfig.mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.norm not in NORM_KINDS:
+            raise ValueError(f"ViTConfig.norm must be one of {NORM_KINDS}, got {self.norm!r}")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Image tokens ``N``."""
+        return self.grid_size**2
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.mlp_ratio * self.d_model)
+
+
+class ViTAttention(nn.Module):
+    """Bidirectional multi-head self-attention without positions of its own."""
+
+    def __init__(self, d_model: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        check_heads(d_model, num_heads)
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, N, Dh)
+        k = split_heads(self.k_proj(x), self.num_heads)  # (B, H, N, Dh)
+        v = split_heads(self.v_proj(x), self.num_heads)  # (B, H, N, Dh)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, Dh)
+        return self.out_proj(merge_heads(out))  # (B, N, D)
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm encoder block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, d_model: int, num_heads: int, mlp_hidden: int, *, norm: str) -> None:
+        super().__init__()
+        self.norm_attn = make_norm(norm, d_model)
+        self.attn = ViTAttention(d_model, num_heads)
+        self.norm_mlp = make_norm(norm, d_model)
+        self.mlp = MLP(d_model, mlp_hidden, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm_attn(x))
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class ViT(nn.Module):
+    """``images (B, C, S, S) -> patch tokens (B, N, D)`` (see the module docstring)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.patch_embed = nn.Conv2d(
+            config.channels, d, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches, d))
+        self.blocks = nn.ModuleList(
+            ViTBlock(d, config.num_heads, config.mlp_hidden, norm=config.norm)
+            for _ in range(config.num_layers)
+        )
+        self.norm = make_norm(config.norm, d)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialise every parameter.
+
+        * patch embedding (as a linear map of the flattened patch), position
+          embedding, q/k/v projections and ``mlp.fc_in``: normal(0, 0.02);
+        * ``attn.out_proj`` and ``mlp.fc_out``: normal(0, 0.02 / sqrt(2 * num_layers)),
+          so the residual stream does not grow with depth;
+        * biases: zero; norm scales: one (LayerNorm shifts: zero).
+        """
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.config.num_layers)
+        nn.init.normal_(self.pos_embed, std=std)
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                is_residual = name.endswith("out_proj") or name.endswith("fc_out")
+                nn.init.normal_(module.weight, std=residual_std if is_residual else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode images into patch tokens.
+
+        Args:
+            images: ``(B, channels, image_size, image_size)`` float pixels (normalised).
+
+        Returns:
+            ``(B, num_patches, d_model)`` tokens after the final norm.
+
+        Raises:
+            ValueError: wrong rank, channel count or spatial size.
+        """
+        cfg = self.config
+        expected = (cfg.channels, cfg.image_size, cfg.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"ViT expects images of shape (B, {', '.join(map(str, expected))}), "
+                f"got {tuple(images.shape)}"
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"ViT expects float images, got {images.dtype}")
+        x = self.patch_embed(images.to(self.patch_embed.weight.dtype))  # (B, D, S/p, S/p)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D), patches in row-major order
+        x = x + self.pos_embed  # (B, N, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
