@@ -26,16 +26,18 @@ from multitower.data.image_datasets import (
     generate_scenes,
     write_coco_style,
 )
+from multitower.data.image_readers import (
+    ImageTextRecord,
+    read_coco_captions,
+    read_webdataset_shards,
+)
 from multitower.data.images import (
     CLIP_MEAN,
     CLIP_STD,
-    ImageTextRecord,
     ImageTransform,
     load_image,
     open_image,
     random_resized_crop_box,
-    read_coco_captions,
-    read_webdataset_shards,
 )
 
 

@@ -14,7 +14,8 @@ from PIL import Image
 from multitower.cli.config import ConfigError
 from multitower.data.errors import BadRecordError
 from multitower.data.image_datasets import SceneConfig, generate_scenes, write_coco_style
-from multitower.data.images import ImageTransform, read_coco_captions
+from multitower.data.image_readers import read_coco_captions
+from multitower.data.images import ImageTransform
 from multitower.eval.mammut_eval import (
     EvalSet,
     caption_ids,

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _saved_config(path: Path) -> object:
     """The config a run directory was started with (new fields take their defaults)."""
-    from multitower.train.speech_text import SpeechTextConfig
+    from multitower.train.speech_text_config import SpeechTextConfig
 
     raw = load_config(path)
     raw.pop("experiment", None)
@@ -51,7 +51,8 @@ def _saved_config(path: Path) -> object:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from multitower.train.speech_text import SpeechTextConfig, SpeechTextExperiment
+    from multitower.train.speech_text import SpeechTextExperiment
+    from multitower.train.speech_text_config import SpeechTextConfig
 
     if args.threads is not None:
         if args.threads < 1:

@@ -12,7 +12,7 @@ Everything is drawn with Pillow from a ``numpy`` generator seeded by
 ``(seed, scene index)``: the same seed gives byte-identical images and the same
 texts, and scene ``i`` does not depend on how many scenes were asked for.
 :func:`write_coco_style` writes a set in COCO-captions layout so it is read by
-the same reader as real data (:func:`~multitower.data.images.read_coco_captions`).
+the same reader as real data (:func:`~multitower.data.image_readers.read_coco_captions`).
 """
 
 from __future__ import annotations

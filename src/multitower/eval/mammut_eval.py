@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from multitower.data.errors import BadRecordError
-from multitower.data.images import ImageTextRecord, ImageTransform
+from multitower.data.image_readers import ImageTextRecord
+from multitower.data.images import ImageTransform
 from multitower.data.text import normalize_text
 from multitower.data.tokenizer import TextTokenizer
 from multitower.eval.captioning import caption_metrics

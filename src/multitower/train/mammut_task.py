@@ -33,12 +33,12 @@ from torch import nn
 from multitower.cli.config import ConfigError
 from multitower.data.errors import BadRecordError
 from multitower.data.image_datasets import SceneConfig, generate_scenes
-from multitower.data.images import (
+from multitower.data.image_readers import (
     ImageTextRecord,
-    ImageTransform,
     read_coco_captions,
     read_webdataset_shards,
 )
+from multitower.data.images import ImageTransform
 from multitower.data.tokenizer import TextTokenizer
 from multitower.eval.mammut_eval import (
     VQA_SEPARATOR,

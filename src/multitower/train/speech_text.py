@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from torch import nn
 
 from multitower.data.speech import read_audio
 from multitower.data.speech.corpus import SpeechCorpusConfig, build_speech_text_corpus
-from multitower.data.speech.units import SpeechUnitTokenizer, UnitConfig
+from multitower.data.speech.units import SpeechUnitTokenizer
 from multitower.data.text import (
     generate_sentences,
     normalize_text,
@@ -53,123 +53,16 @@ from multitower.train.interleaved import (
     mean_loss,
     pad_sequences,
 )
+from multitower.train.speech_text_config import (
+    SYSTEMS,
+    FusionSection,
+    SpeechTextConfig,
+    TowerSection,
+)
 from multitower.train.task import NextTokenTask
 from multitower.train.trainer import TrainConfig, Trainer
 
 UNIT_OFFSET = 3  # speech tower ids: 0 pad, 1 bos, 2 eos, then units
-SYSTEMS: dict[str, dict[str, Any]] = {
-    "zipper": {"kind": "zipper", "freeze": ()},
-    "zipper_frozen_speech": {"kind": "zipper", "freeze": ("speech",)},
-    "zipper_frozen_text": {"kind": "zipper", "freeze": ("text",)},
-    "baseline": {"kind": "baseline", "freeze": ()},
-}
-
-
-@dataclass(frozen=True)
-class CorpusSection:
-    """Sizes of the generated corpus (see :class:`SpeechCorpusConfig`)."""
-
-    n_text: int = 20000
-    n_unaligned: int = 2000
-    n_aligned: int = 1000
-    n_test: int = 200
-    voices: tuple[str, ...] = ("en-us", "en-gb-x-rp", "en+m3", "en+f2")
-    rates: tuple[int, ...] = (150, 190)
-    pitches: tuple[int, ...] = (40, 60)
-    dir: str | None = None  # reuse/build the speech corpus here instead of RUN_DIR/corpus
-    # text-tower pre-training text: "generated", "wordnet" (Debian's wordnet-base
-    # example sentences) or the path of a text file with one sentence per line
-    text_source: str = "generated"
-
-    def __post_init__(self) -> None:
-        if self.n_text < 1 or self.n_aligned < 1 or self.n_test < 1 or self.n_unaligned < 1:
-            raise ValueError("n_text, n_unaligned, n_aligned and n_test must all be >= 1")
-
-
-@dataclass(frozen=True)
-class TextTokenizerSection:
-    kind: str = "bpe"  # or "characters"
-    vocab_size: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("bpe", "characters"):
-            raise ValueError(f"kind must be 'bpe' or 'characters', got {self.kind!r}")
-
-
-@dataclass(frozen=True)
-class TowerSection:
-    d_model: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    max_seq_len: int = 1024
-
-
-@dataclass(frozen=True)
-class FusionSection:
-    cross_attention_every: int = 2
-    input_projection: str = "paper"
-    fusion_mlp_ratio: float = 1.0
-
-
-@dataclass(frozen=True)
-class RecognizerSection:
-    d_model: int = 128
-    num_layers: int = 3
-    num_heads: int = 4
-    upsample: int = 2
-    unit_noise: float = 0.1  # augmentation: share of units replaced at random per read
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(max_steps=1000, batch_size=32, lr=1e-3, warmup_steps=50)
-    )
-
-
-@dataclass(frozen=True)
-class EvalSection:
-    max_test: int = 200
-    batch_size: int = 50
-    max_new_text: int = 96
-    max_new_speech: int = 400
-    temperature: float = 0.0
-    top_k: int | None = None
-
-
-@dataclass(frozen=True)
-class SpeechTextConfig:
-    """The whole experiment (YAML sections map to these fields)."""
-
-    seed: int = 0
-    corpus: CorpusSection = field(default_factory=CorpusSection)
-    text_tokenizer: TextTokenizerSection = field(default_factory=TextTokenizerSection)
-    units: UnitConfig = field(
-        default_factory=lambda: UnitConfig(
-            codebook_size=256, unit_rate=25, frames_per_unit=4, dedup=True
-        )
-    )
-    text_tower: TowerSection = field(default_factory=TowerSection)
-    speech_tower: TowerSection = field(default_factory=TowerSection)
-    fusion: FusionSection = field(default_factory=FusionSection)
-    pretrain_text: TrainConfig = field(
-        default_factory=lambda: TrainConfig(max_steps=1500, batch_size=64, lr=1e-3)
-    )
-    pretrain_speech: TrainConfig = field(
-        default_factory=lambda: TrainConfig(max_steps=1500, batch_size=32, lr=1e-3)
-    )
-    finetune: TrainConfig = field(
-        default_factory=lambda: TrainConfig(max_steps=600, batch_size=32, lr=3e-4, fusion_lr=1e-3)
-    )
-    recognizer: RecognizerSection = field(default_factory=RecognizerSection)
-    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
-    systems: tuple[str, ...] = tuple(SYSTEMS)
-    eval: EvalSection = field(default_factory=EvalSection)
-
-    def __post_init__(self) -> None:
-        for f in self.fractions:
-            if not 0.0 < f <= 1.0:
-                raise ValueError(f"fractions must lie in (0, 1], got {f}")
-        for s in self.systems:
-            if s not in SYSTEMS:
-                raise ValueError(f"systems: unknown system {s!r}; allowed: {list(SYSTEMS)}")
 
 
 def log(message: str) -> None:
