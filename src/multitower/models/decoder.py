@@ -8,14 +8,14 @@ checkpoint keeps its parameter names inside the fused model.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitower.nn import RMSNorm, TransformerBlock, check_heads, make_norm
+from multitower.nn import TransformerBlock, check_heads, make_norm
+from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
 
@@ -109,20 +109,8 @@ class DecoderTower(nn.Module):
           so the residual stream's variance does not grow with depth (GPT-2);
         * biases: zero; norm scales: one.
         """
-        std = 0.02
-        residual_std = std / math.sqrt(2 * self.config.num_layers)
-        nn.init.normal_(self.embed.weight, std=std)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
-                is_residual = name.endswith("out_proj") or name.endswith("fc_out")
-                nn.init.normal_(module.weight, std=residual_std if is_residual else std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        init_transformer_(self, self.config.num_layers)
 
     # -- pieces driven one by one by Zipper ------------------------------------------------
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:

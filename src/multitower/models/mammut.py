@@ -35,7 +35,8 @@ from torch import nn
 from multitower.models.decoder import check_token_range
 from multitower.models.pretrained import dataclass_from_dict, register_model_type
 from multitower.models.vit import ViT, ViTConfig
-from multitower.nn import CrossAttention, RMSNorm, TransformerBlock, check_heads, make_norm
+from multitower.nn import CrossAttention, TransformerBlock, check_heads, make_norm
+from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
 
@@ -256,19 +257,9 @@ class MaMMUT(nn.Module):
         * ``image_proj`` / ``text_proj``: normal(0, width^-0.5) (as CLIP);
         * norm scales: one (LayerNorm shifts zero); ``logit_scale``: ``log(1 / init_temperature)``.
         """
-        std = 0.02
-        residual_std = std / math.sqrt(2 * self.config.num_layers)
-        nn.init.normal_(self.embed.weight, std=std)
+        nn.init.normal_(self.embed.weight, std=0.02)
         for part in (self.blocks, self.cross, self.norm):
-            for name, module in part.named_modules():
-                if isinstance(module, nn.Linear):
-                    is_residual = name.endswith("out_proj") or name.endswith("fc_out")
-                    nn.init.normal_(module.weight, std=residual_std if is_residual else std)
-                elif isinstance(module, nn.LayerNorm):
-                    nn.init.ones_(module.weight)
-                    nn.init.zeros_(module.bias)
-                elif isinstance(module, RMSNorm):
-                    nn.init.ones_(module.weight)
+            init_transformer_(part, self.config.num_layers)
         nn.init.normal_(self.image_proj.weight, std=self.config.vision.d_model**-0.5)
         nn.init.normal_(self.text_proj.weight, std=self.config.d_model**-0.5)
         with torch.no_grad():

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from multitower.models.decoder import check_token_range
-from multitower.nn import RMSNorm, TransformerBlock, check_heads, make_norm
+from multitower.nn import TransformerBlock, check_heads, make_norm
+from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
 
@@ -130,20 +131,8 @@ class UnitRecognizer(nn.Module):
           the final norm, CTC training sits for long on its all-blank plateau;
         * biases: zero; norm scales: one.
         """
-        std = 0.02
-        residual_std = std / math.sqrt(2 * self.config.num_layers)
-        nn.init.normal_(self.embed.weight, std=std)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
-                is_residual = name.endswith("out_proj") or name.endswith("fc_out")
-                nn.init.normal_(module.weight, std=residual_std if is_residual else std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        init_transformer_(self, self.config.num_layers)
         fan_in_std = 1.0 / math.sqrt(self.config.d_model)
         nn.init.normal_(self.upsample_proj.weight, std=fan_in_std)
         nn.init.normal_(self.head.weight, std=fan_in_std)

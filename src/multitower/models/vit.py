@@ -16,15 +16,15 @@ learned absolute embedding, as in the original ViT.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitower.nn import MLP, RMSNorm, check_heads, make_norm
+from multitower.nn import MLP, check_heads, make_norm
 from multitower.nn.attention import merge_heads, split_heads
+from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
 
@@ -144,20 +144,8 @@ class ViT(nn.Module):
           so the residual stream does not grow with depth;
         * biases: zero; norm scales: one (LayerNorm shifts: zero).
         """
-        std = 0.02
-        residual_std = std / math.sqrt(2 * self.config.num_layers)
-        nn.init.normal_(self.pos_embed, std=std)
-        for name, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                is_residual = name.endswith("out_proj") or name.endswith("fc_out")
-                nn.init.normal_(module.weight, std=residual_std if is_residual else std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
+        nn.init.normal_(self.pos_embed, std=0.02)
+        init_transformer_(self, self.config.num_layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Encode images into patch tokens.
