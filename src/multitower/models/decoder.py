@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multitower.nn import TransformerBlock, check_heads, make_norm
+from multitower.nn.block import remove_block_caches, reset_block_caches, setup_block_caches
 from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
@@ -139,19 +140,15 @@ class DecoderTower(nn.Module):
         """Preallocate a KV cache of ``max_len`` slots per layer for ``batch`` sequences."""
         dtype = dtype or self.embed.weight.dtype
         device = device or self.embed.weight.device
-        for block in self.blocks:
-            block.attn.setup_cache(batch, max_len, dtype=dtype, device=device)
+        setup_block_caches(self.blocks, batch, max_len, dtype=dtype, device=device)
 
     def reset_caches(self) -> None:
         """Zero every KV cache (keeps the allocation)."""
-        for block in self.blocks:
-            if block.attn.kv_cache is not None:
-                block.attn.kv_cache.reset()
+        reset_block_caches(self.blocks)
 
     def remove_caches(self) -> None:
         """Drop the KV caches: forward runs on whole sequences again."""
-        for block in self.blocks:
-            block.attn.kv_cache = None
+        remove_block_caches(self.blocks)
 
     @property
     def caches_enabled(self) -> bool:

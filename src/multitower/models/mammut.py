@@ -36,6 +36,7 @@ from multitower.models.decoder import check_token_range
 from multitower.models.pretrained import dataclass_from_dict, register_model_type
 from multitower.models.vit import ViT, ViTConfig
 from multitower.nn import CrossAttention, TransformerBlock, check_heads, make_norm
+from multitower.nn.block import remove_block_caches, reset_block_caches, setup_block_caches
 from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
@@ -451,19 +452,15 @@ class MaMMUT(nn.Module):
             )
         dtype = dtype or self.embed.weight.dtype
         device = device or self.embed.weight.device
-        for block in self.blocks:
-            block.attn.setup_cache(batch, max_len, dtype=dtype, device=device)
+        setup_block_caches(self.blocks, batch, max_len, dtype=dtype, device=device)
 
     def reset_caches(self) -> None:
         """Zero every KV cache (keeps the allocation)."""
-        for block in self.blocks:
-            if block.attn.kv_cache is not None:
-                block.attn.kv_cache.reset()
+        reset_block_caches(self.blocks)
 
     def remove_caches(self) -> None:
         """Drop the KV caches: the decoder runs on whole sequences again."""
-        for block in self.blocks:
-            block.attn.kv_cache = None
+        remove_block_caches(self.blocks)
 
     def reorder_caches(self, index: torch.Tensor) -> None:
         """Reorder the batch rows of every KV cache: row ``i`` becomes old row ``index[i]``."""

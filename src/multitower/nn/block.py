@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -40,3 +42,29 @@ class TransformerBlock(nn.Module):
             self.norm_attn(x), positions=positions, causal=causal, key_padding_mask=key_padding_mask
         )
         return x + self.mlp(self.norm_mlp(x))
+
+
+def setup_block_caches(
+    blocks: Iterable[TransformerBlock],
+    batch: int,
+    max_len: int,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> None:
+    """Preallocate a KV cache of ``max_len`` slots in every block's self-attention."""
+    for block in blocks:
+        block.attn.setup_cache(batch, max_len, dtype=dtype, device=device)
+
+
+def reset_block_caches(blocks: Iterable[TransformerBlock]) -> None:
+    """Zero every block's KV cache (keeps the allocation)."""
+    for block in blocks:
+        if block.attn.kv_cache is not None:
+            block.attn.kv_cache.reset()
+
+
+def remove_block_caches(blocks: Iterable[TransformerBlock]) -> None:
+    """Drop every block's KV cache: attention runs on whole sequences again."""
+    for block in blocks:
+        block.attn.kv_cache = None
