@@ -31,6 +31,8 @@ def test_round_trip(tmp_path, build):
     save_pretrained(model, tmp_path / "m")
     loaded = load_pretrained(tmp_path / "m", type(model))
     assert loaded.config == model.config
+    if hasattr(model, "modalities"):  # the id layout survives (dict order carries offsets)
+        assert loaded.modalities == model.modalities
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     tokens = torch.randint(3, 30, (2, 5))

@@ -262,7 +262,8 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str]) -> None:
     save_safetensors_atomic(
         directory / WEIGHTS_NAME, model.state_dict(), {"model_type": config["model_type"]}
     )
-    write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # Key order is kept: it carries meaning (e.g. the baseline's modality id order).
+    write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
 
 
 def load_config_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
