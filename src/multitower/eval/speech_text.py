@@ -90,6 +90,7 @@ def evaluate_system(
     speech = synthesize_units(model, [t for _, t in test], eval_cfg)
     tts_hyps = transcribe(recognizer, alphabet, speech)
     return {
+        **input_dependence(model, test),
         "asr_wer": wer(references, asr_hyps),
         "tts_wer": wer(references, tts_hyps),
         "tts_mean_units": sum(len(s) for s in speech) / max(1, len(speech)),
@@ -98,6 +99,27 @@ def evaluate_system(
             for r, a, t in list(zip(references, asr_hyps, tts_hyps))[:5]
         ],
     }
+
+
+def input_dependence(
+    model: nn.Module, test: Sequence[tuple[Sequence[int], Sequence[int]]]
+) -> dict[str, float]:
+    """Test loss per direction with the right input and with a wrong one.
+
+    Every speech segment is paired with the next example's transcript for the
+    "mismatched" loss. A system that uses the other modality scores the matched
+    pairs better; equal losses mean its gains are unimodal.
+    """
+    from multitower.train.interleaved import PairedDirections, interleaved_collate, mean_loss
+
+    collate = interleaved_collate(model.modalities)  # type: ignore[arg-type]
+    units, texts = [u for u, _ in test], [t for _, t in test]
+    shifted = list(zip(units[1:] + units[:1], texts))
+    out = {}
+    for d in ("asr", "tts"):
+        out[f"{d}_loss_matched"] = mean_loss(model, PairedDirections(list(test), (d,)), collate)
+        out[f"{d}_loss_mismatched"] = mean_loss(model, PairedDirections(shifted, (d,)), collate)
+    return out
 
 
 def results_table(summary: dict[str, Any]) -> str:
