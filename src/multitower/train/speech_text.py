@@ -17,7 +17,6 @@ skipped on a re-run; an interrupted training resumes from its last checkpoint)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -428,7 +427,7 @@ class SpeechTextExperiment:
             },
             "recognizer_wer_on_real_units": self.stages.get("recognizer_eval")["wer_on_real_units"],
             "results": results,
-            "seconds": time.time() - t0 + float(self.stages.get("seconds") or 0.0),
+            "seconds": time.time() - t0,  # this invocation (finished stages are skipped)
         }
         write_results(summary, self.run_dir / "results")
         write_text_atomic(
@@ -463,9 +462,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def config_hash(config: SpeechTextConfig) -> str:
-    return hashlib.sha256(json.dumps(_plain(asdict(config)), sort_keys=True).encode()).hexdigest()[
-        :16
-    ]
