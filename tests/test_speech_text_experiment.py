@@ -23,10 +23,19 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def test_pipeline_writes_results_and_every_model_beats_its_start(tiny_run):
     summary = json.loads((tiny_run / "results" / "results.json").read_text())
-    systems = {r["system"] for r in summary["results"]}
-    assert systems == {"zipper", "baseline"}
+    runs = {(r["system"], r["fraction"], r["steps"]) for r in summary["results"]}
+    assert runs == {
+        ("zipper", 0.5, 20),
+        ("baseline", 0.5, 20),
+        ("zipper", 1.0, 40),
+        ("zipper_frozen_text", 1.0, 40),
+        ("baseline", 1.0, 40),
+    }
     for r in summary["results"]:
         assert r["test_loss_final"] < r["test_loss_start"], r
+        # the kept weights are those of an evaluated step (every 10 and the last)
+        assert r["selected_step"] % 10 == 0 and 0 < r["selected_step"] <= r["steps"], r
+        assert r["valid_loss"] > 0
         assert r["asr_wer"] >= 0.0 and r["tts_wer"] >= 0.0
     assert (tiny_run / "results" / "results.md").read_text().startswith("| system |")
     assert (tiny_run / "results" / "wer_vs_fraction.png").stat().st_size > 1000

@@ -57,6 +57,27 @@ def test_without_fusion_lr_fusion_params_join_tower_groups() -> None:
     assert "fusion.gate_attn" in _names(model, groups["no_decay"])
 
 
+def test_gate_lr_gives_the_fusion_gates_their_own_group() -> None:
+    model = _Fused()
+    groups = {
+        g["name"]: g
+        for g in param_groups(model, lr=1e-3, fusion_lr=1e-2, weight_decay=0.1, gate_lr=0.05)
+    }
+    assert _names(model, groups["gates"]) == {"fusion.gate_attn"}
+    assert groups["gates"]["lr"] == 0.05 and groups["gates"]["weight_decay"] == 0.0
+    assert _names(model, groups["fusion_no_decay"]) == {"fusion.norm_q.weight"}
+    # every trainable parameter is in exactly one group
+    names = [n for g in groups.values() for n in _names(model, g)]
+    assert sorted(names) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    # with Adam a gate at 0 moves about gate_lr in one step, the other fusion params fusion_lr
+    opt = build_optimizer(model, lr=1e-3, fusion_lr=1e-2, gate_lr=0.05)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p) if p.requires_grad else None
+    opt.step()
+    assert float(model.fusion.gate_attn.detach()) == pytest.approx(-0.05, rel=1e-3)
+    assert float(model.fusion.norm_q.weight[0].detach()) == pytest.approx(1 - 1e-2, rel=1e-3)
+
+
 def test_all_frozen_is_an_error() -> None:
     model = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameter"):

@@ -123,15 +123,29 @@ def input_dependence(
 
 
 def results_table(summary: dict[str, Any]) -> str:
-    """Markdown table: one row per (system, fraction)."""
+    """Markdown table: one row per (system, fraction).
+
+    Besides the WERs it shows each direction's test loss (nats per output token)
+    with the right input and the increase with a wrong one (``+x``): at small
+    budgets WER saturates near 100% while the losses still rank the systems.
+    """
     lines = [
-        "| system | aligned fraction | pairs | ASR WER | TTS WER | test loss start -> final |",
-        "|---|---:|---:|---:|---:|---|",
+        "| system | aligned fraction | pairs | steps | ASR WER | TTS WER | ASR loss (wrong input) "
+        "| TTS loss (wrong input) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def loss(r: dict[str, Any], d: str) -> str:
+        if f"{d}_loss_matched" not in r:
+            return "-"
+        matched, wrong = r[f"{d}_loss_matched"], r[f"{d}_loss_mismatched"]
+        return f"{matched:.3f} (+{wrong - matched:.3f})"
+
     for r in summary["results"]:
         lines.append(
-            f"| {r['system']} | {r['fraction']:.0%} | {r['pairs']} | {100 * r['asr_wer']:.1f} | "
-            f"{100 * r['tts_wer']:.1f} | {r['test_loss_start']:.3f} -> {r['test_loss_final']:.3f} |"
+            f"| {r['system']} | {r['fraction']:.0%} | {r['pairs']} | {r.get('steps', '-')} | "
+            f"{100 * r['asr_wer']:.1f} | {100 * r['tts_wer']:.1f} | {loss(r, 'asr')} | "
+            f"{loss(r, 'tts')} |"
         )
     lines.append("")
     lines.append(
@@ -151,26 +165,31 @@ def write_results(summary: dict[str, Any], out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric, title in ((axes[0], "asr_wer", "ASR"), (axes[1], "tts_wer", "TTS")):
-        systems = sorted({r["system"] for r in summary["results"]})
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    panels = (
+        (axes[0, 0], "asr_wer", "ASR WER (%)", 100.0),
+        (axes[0, 1], "tts_wer", "TTS WER (%)", 100.0),
+        (axes[1, 0], "asr_loss_matched", "ASR test loss (nats/token)", 1.0),
+        (axes[1, 1], "tts_loss_matched", "TTS test loss (nats/token)", 1.0),
+    )
+    systems = list(dict.fromkeys(r["system"] for r in summary["results"]))
+    for ax, metric, title, scale in panels:
         for system in systems:
             rows = sorted(
-                (r for r in summary["results"] if r["system"] == system),
+                (r for r in summary["results"] if r["system"] == system and metric in r),
                 key=lambda r: r["fraction"],
             )
             ax.plot(
                 [r["fraction"] for r in rows],
-                [100 * r[metric] for r in rows],
+                [scale * r[metric] for r in rows],
                 marker="o",
                 label=system,
             )
         ax.set_xscale("log")
         ax.set_xlabel("aligned data fraction")
-        ax.set_ylabel("WER (%)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[1].legend()
+    axes[0, 1].legend()
     fig.tight_layout()
     tmp = out_dir / ".wer_vs_fraction.png"
     fig.savefig(tmp, dpi=100)

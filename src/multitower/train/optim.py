@@ -4,6 +4,9 @@ Parameter groups:
 
 * names starting with ``fusion.`` (Zipper's cross-attention fusion) use
   ``fusion_lr`` when it is given, the tower parameters use ``lr``;
+* the fusion gates (``fusion.*gate*``, the tanh-gate scalars) use ``gate_lr``
+  when it is given: with Adam a scalar moves about one learning rate per step,
+  so gates initialised at 0 open slowly at the matrices' learning rate;
 * no weight decay for norms, biases, gates and every parameter with fewer than
   two dimensions; weight decay for the other matrices;
 * frozen parameters (``requires_grad=False``) are left out of the optimizer.
@@ -32,14 +35,20 @@ def is_no_decay(name: str, param: torch.Tensor) -> bool:
 
 
 def param_groups(
-    model: nn.Module, *, lr: float, fusion_lr: float | None, weight_decay: float
+    model: nn.Module,
+    *,
+    lr: float,
+    fusion_lr: float | None,
+    weight_decay: float,
+    gate_lr: float | None = None,
 ) -> list[dict[str, Any]]:
     """AdamW parameter groups for ``model`` (see the module docstring).
 
     Each group carries ``name`` (``"decay"``, ``"no_decay"``, ``"fusion_decay"``,
     ``"fusion_no_decay"``), ``lr``, ``base_lr`` (the peak the schedule scales) and
     ``weight_decay``. Empty groups are dropped. Without ``fusion_lr`` the fusion
-    parameters share the tower groups.
+    parameters share the tower groups. With ``gate_lr`` the fusion gates form a
+    ``"gates"`` group (no weight decay).
 
     Raises:
         ValueError: the model has no trainable parameter.
@@ -48,17 +57,22 @@ def param_groups(
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
+        if gate_lr is not None and name.startswith(FUSION_PREFIX) and "gate" in name:
+            buckets.setdefault("gates", []).append(param)
+            continue
         fusion = fusion_lr is not None and name.startswith(FUSION_PREFIX)
         kind = "no_decay" if is_no_decay(name, param) else "decay"
         buckets.setdefault(f"fusion_{kind}" if fusion else kind, []).append(param)
     if not buckets:
         raise ValueError(f"{type(model).__name__} has no trainable parameter (all are frozen)")
     groups = []
-    for group_name in ("decay", "no_decay", "fusion_decay", "fusion_no_decay"):
+    for group_name in ("decay", "no_decay", "fusion_decay", "fusion_no_decay", "gates"):
         params = buckets.get(group_name)
         if not params:
             continue
-        group_lr = fusion_lr if group_name.startswith("fusion") else lr
+        group_lr = {"gates": gate_lr}.get(
+            group_name, fusion_lr if group_name.startswith("fusion") else lr
+        )
         assert group_lr is not None
         groups.append(
             {
@@ -66,7 +80,9 @@ def param_groups(
                 "params": params,
                 "lr": group_lr,
                 "base_lr": group_lr,
-                "weight_decay": 0.0 if group_name.endswith("no_decay") else weight_decay,
+                "weight_decay": 0.0
+                if group_name in ("no_decay", "fusion_no_decay", "gates")
+                else weight_decay,
             }
         )
     return groups
@@ -77,12 +93,15 @@ def build_optimizer(
     *,
     lr: float,
     fusion_lr: float | None = None,
+    gate_lr: float | None = None,
     weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
 ) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups` of ``model``."""
-    groups = param_groups(model, lr=lr, fusion_lr=fusion_lr, weight_decay=weight_decay)
+    groups = param_groups(
+        model, lr=lr, fusion_lr=fusion_lr, weight_decay=weight_decay, gate_lr=gate_lr
+    )
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 

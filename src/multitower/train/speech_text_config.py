@@ -111,7 +111,14 @@ class SpeechTextConfig:
     )
     recognizer: RecognizerSection = field(default_factory=RecognizerSection)
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    # aligned pairs held out of every fraction; their loss is scored every
+    # finetune.eval_every steps and at the end, and the best step is kept (0: the last)
+    valid_pairs: int = 200
+    # fine-tuning steps per fraction (same order as ``fractions``); None: finetune.max_steps
+    finetune_steps: tuple[int, ...] | None = None
     systems: tuple[str, ...] = tuple(SYSTEMS)
+    # restrict a system to some of the fractions, e.g. {zipper_frozen_text: [0.1]}
+    system_fractions: dict[str, tuple[float, ...]] = field(default_factory=dict)
     eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self) -> None:
@@ -121,3 +128,34 @@ class SpeechTextConfig:
         for s in self.systems:
             if s not in SYSTEMS:
                 raise ValueError(f"systems: unknown system {s!r}; allowed: {list(SYSTEMS)}")
+        if self.valid_pairs < 0:
+            raise ValueError(f"valid_pairs must be >= 0, got {self.valid_pairs}")
+        if self.finetune_steps is not None:
+            if len(self.finetune_steps) != len(self.fractions):
+                raise ValueError(
+                    f"finetune_steps needs one entry per fraction {list(self.fractions)}, "
+                    f"got {list(self.finetune_steps)}"
+                )
+            if any(n < 1 for n in self.finetune_steps):
+                raise ValueError(f"finetune_steps must be >= 1, got {list(self.finetune_steps)}")
+        for s, fracs in self.system_fractions.items():
+            if s not in self.systems:
+                raise ValueError(
+                    f"system_fractions: {s!r} is not one of the systems {list(self.systems)}"
+                )
+            unknown = [f for f in fracs if f not in self.fractions]
+            if unknown or not fracs:
+                raise ValueError(
+                    f"system_fractions[{s}]: {list(fracs)} must be a non-empty subset of "
+                    f"fractions {list(self.fractions)}"
+                )
+
+    def runs(self, fraction: float) -> list[str]:
+        """The systems fine-tuned at ``fraction``, in ``systems`` order."""
+        return [s for s in self.systems if fraction in self.system_fractions.get(s, self.fractions)]
+
+    def steps(self, fraction: float) -> int:
+        """Fine-tuning steps at ``fraction``."""
+        if self.finetune_steps is None:
+            return self.finetune.max_steps
+        return self.finetune_steps[self.fractions.index(fraction)]

@@ -31,6 +31,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 3e-4
     fusion_lr: float | None = None
+    gate_lr: float | None = None
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 100
@@ -67,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.fusion_lr is not None and not self.fusion_lr > 0:
             raise ValueError(f"fusion_lr must be positive or null, got {self.fusion_lr}")
+        if self.gate_lr is not None and not self.gate_lr > 0:
+            raise ValueError(f"gate_lr must be positive or null, got {self.gate_lr}")
         if self.weight_decay < 0 or self.clip_norm < 0:
             raise ValueError("weight_decay and clip_norm must be >= 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

@@ -105,6 +105,7 @@ class Trainer:
             self.module,
             lr=cfg.lr,
             fusion_lr=cfg.fusion_lr,
+            gate_lr=cfg.gate_lr,
             weight_decay=cfg.weight_decay,
             betas=cfg.betas,
         )

@@ -1,0 +1,100 @@
+"""Config of the speech-text experiment: per-fraction steps, per-system fractions, the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from multitower.eval.speech_text import results_table
+from multitower.train.speech_text_config import SpeechTextConfig
+
+
+def test_runs_and_steps_follow_fractions_and_system_fractions() -> None:
+    cfg = SpeechTextConfig(
+        fractions=(0.1, 1.0),
+        finetune_steps=(30, 300),
+        systems=("zipper", "zipper_frozen_text", "baseline"),
+        system_fractions={"zipper_frozen_text": (1.0,)},
+    )
+    assert cfg.runs(0.1) == ["zipper", "baseline"]
+    assert cfg.runs(1.0) == ["zipper", "zipper_frozen_text", "baseline"]
+    assert cfg.steps(0.1) == 30 and cfg.steps(1.0) == 300
+    plain = SpeechTextConfig(fractions=(0.5,))
+    assert plain.steps(0.5) == plain.finetune.max_steps
+    assert plain.runs(0.5) == list(plain.systems)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"finetune_steps": (10,)}, "one entry per fraction"),
+        ({"finetune_steps": (10, 0, 5)}, "must be >= 1"),
+        ({"system_fractions": {"zipper_frozen_text": (0.5,)}}, "subset of fractions"),
+        ({"system_fractions": {"zipper_frozen_text": ()}}, "subset of fractions"),
+        (
+            {"systems": ("zipper",), "system_fractions": {"baseline": (1.0,)}},
+            "not one of the systems",
+        ),
+    ],
+)
+def test_bad_schedules_are_rejected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SpeechTextConfig(fractions=(0.01, 0.1, 1.0), **kwargs)
+
+
+def test_results_table_shows_losses_and_their_input_dependence() -> None:
+    row = {
+        "system": "zipper",
+        "fraction": 0.1,
+        "pairs": 400,
+        "steps": 400,
+        "asr_wer": 0.9,
+        "tts_wer": 1.0,
+        "asr_loss_matched": 2.5,
+        "asr_loss_mismatched": 2.75,
+        "tts_loss_matched": 4.0,
+        "tts_loss_mismatched": 4.125,
+    }
+    old = {k: v for k, v in row.items() if "loss" not in k and k != "steps"}
+    table = results_table({"results": [row, old], "recognizer_wer_on_real_units": 0.5})
+    lines = table.splitlines()
+    assert (
+        lines[2] == "| zipper | 10% | 400 | 400 | 90.0 | 100.0 | 2.500 (+0.250) | 4.000 (+0.125) |"
+    )
+    assert lines[3] == "| zipper | 10% | 400 | - | 90.0 | 100.0 | - | - |"
+    assert "50.0" in lines[-1]
+
+
+def test_best_checkpoint_keeps_the_lowest_validation_loss_across_restarts(tmp_path) -> None:
+    import torch
+
+    from multitower.models.decoder import DecoderConfig
+    from multitower.models.pretrained import load_pretrained
+    from multitower.models.zipper import Zipper, ZipperConfig
+    from multitower.train.interleaved import PairedDirections, interleaved_collate, mean_loss
+    from multitower.train.speech_text import BestCheckpoint
+
+    torch.manual_seed(0)
+    towers = {
+        "speech": DecoderConfig(vocab_size=20, d_model=16, num_layers=2, num_heads=2),
+        "text": DecoderConfig(vocab_size=24, d_model=16, num_layers=2, num_heads=2),
+    }
+    model = Zipper(ZipperConfig(towers, cross_attention_every=1))
+    pairs = [([3 + i % 15, 4, 5 + i % 7], [3, 4 + i % 11]) for i in range(6)]
+    valid = PairedDirections(pairs)
+    collate = interleaved_collate(model.modalities)
+    best = BestCheckpoint(tmp_path / "best", valid, collate)
+    first = best(model, 10)["valid_loss"]
+    assert best.record == {"step": 10, "valid_loss": first}
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # a much worse model (huge tied embeddings): not kept
+        for name, p in model.named_parameters():
+            if "embed" in name:
+                p.mul_(50.0)
+    worse = best(model, 20)["valid_loss"]
+    assert worse > first and best.record["step"] == 10
+    again = BestCheckpoint(tmp_path / "best", valid, collate)  # a resumed run
+    assert again.record == best.record
+    reloaded = load_pretrained(tmp_path / "best" / "model", Zipper)
+    for k, v in reloaded.state_dict().items():
+        torch.testing.assert_close(v, kept[k])
+    assert mean_loss(reloaded, valid, collate) == pytest.approx(first)
