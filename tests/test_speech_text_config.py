@@ -47,18 +47,20 @@ def test_results_table_shows_losses_and_their_input_dependence() -> None:
         "fraction": 0.1,
         "pairs": 400,
         "steps": 400,
+        "selected_step": 150,
         "asr_wer": 0.9,
         "tts_wer": 1.0,
         "asr_loss_matched": 2.5,
         "asr_loss_mismatched": 2.75,
         "tts_loss_matched": 4.0,
-        "tts_loss_mismatched": 4.125,
+        "tts_loss_mismatched": 3.875,
     }
-    old = {k: v for k, v in row.items() if "loss" not in k and k != "steps"}
+    old = {k: v for k, v in row.items() if "loss" not in k and "step" not in k}
     table = results_table({"results": [row, old], "recognizer_wer_on_real_units": 0.5})
     lines = table.splitlines()
     assert (
-        lines[2] == "| zipper | 10% | 400 | 400 | 90.0 | 100.0 | 2.500 (+0.250) | 4.000 (+0.125) |"
+        lines[2]
+        == "| zipper | 10% | 400 | 400 (150) | 90.0 | 100.0 | 2.500 (+0.250) | 4.000 (-0.125) |"
     )
     assert lines[3] == "| zipper | 10% | 400 | - | 90.0 | 100.0 | - | - |"
     assert "50.0" in lines[-1]

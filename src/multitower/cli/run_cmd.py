@@ -12,6 +12,7 @@ directory holding another config is refused.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from multitower.cli.config import ConfigError, build_dataclass, dump_yaml, load_config, to_plain
@@ -62,10 +63,6 @@ def run(args: argparse.Namespace) -> int:
     experiment = raw.pop("experiment", None)
     if experiment not in EXPERIMENTS:
         raise ConfigError([f"experiment: got {experiment!r}; allowed: {list(EXPERIMENTS)}"])
-    if args.quiet:
-        for section in ("pretrain_text", "pretrain_speech", "finetune"):
-            raw.setdefault(section, {})["progress"] = "off"
-        raw.setdefault("recognizer", {}).setdefault("train", {})["progress"] = "off"
     config = build_dataclass(SpeechTextConfig, raw, "")
     run_dir = args.run_dir or Path("runs") / args.config.stem
     resolved = dump_yaml({"experiment": experiment, **to_plain(config)})
@@ -77,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(saved, resolved)
+    if args.quiet:  # how progress is shown is not part of the experiment: not saved
+        off = {
+            name: replace(getattr(config, name), progress="off")
+            for name in ("pretrain_text", "pretrain_speech", "finetune")
+        }
+        recognizer = replace(
+            config.recognizer, train=replace(config.recognizer.train, progress="off")
+        )
+        config = replace(config, recognizer=recognizer, **off)
     summary = SpeechTextExperiment(config, run_dir, quiet=args.quiet).run()
     print((run_dir / "results" / "results.md").read_text(), end="")
     print(f"run directory: {run_dir} ({summary['seconds'] / 60:.1f} min)")

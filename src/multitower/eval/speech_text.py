@@ -130,7 +130,7 @@ def results_table(summary: dict[str, Any]) -> str:
     budgets WER saturates near 100% while the losses still rank the systems.
     """
     lines = [
-        "| system | aligned fraction | pairs | steps | ASR WER | TTS WER | ASR loss (wrong input) "
+        "| system | aligned fraction | pairs | steps (kept) | ASR WER | TTS WER | ASR loss (wrong input) "
         "| TTS loss (wrong input) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -139,11 +139,17 @@ def results_table(summary: dict[str, Any]) -> str:
         if f"{d}_loss_matched" not in r:
             return "-"
         matched, wrong = r[f"{d}_loss_matched"], r[f"{d}_loss_mismatched"]
-        return f"{matched:.3f} (+{wrong - matched:.3f})"
+        return f"{matched:.3f} ({wrong - matched:+.3f})"
+
+    def steps(r: dict[str, Any]) -> str:
+        if "steps" not in r:
+            return "-"
+        kept = r.get("selected_step")
+        return f"{r['steps']} ({kept})" if kept is not None else str(r["steps"])
 
     for r in summary["results"]:
         lines.append(
-            f"| {r['system']} | {r['fraction']:.0%} | {r['pairs']} | {r.get('steps', '-')} | "
+            f"| {r['system']} | {r['fraction']:.0%} | {r['pairs']} | {steps(r)} | "
             f"{100 * r['asr_wer']:.1f} | {100 * r['tts_wer']:.1f} | {loss(r, 'asr')} | "
             f"{loss(r, 'tts')} |"
         )
