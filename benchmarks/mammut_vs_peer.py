@@ -32,7 +32,8 @@ from torch import nn
 from multitower.generation.captioning import generate_greedy
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.vit import ViTConfig
-from multitower.train.mammut_task import MaMMUTBatch, MaMMUTLossConfig, MaMMUTTask
+from multitower.train.mammut_data import MaMMUTBatch
+from multitower.train.mammut_task import MaMMUTLossConfig, MaMMUTTask
 
 WIDTH, DEPTH, HEADS = 256, 6, 8
 VISION_DEPTH = 4

@@ -23,7 +23,7 @@ from multitower.eval.mammut_eval import (
     question_prior_accuracy,
     vqa_ids,
 )
-from multitower.train.mammut_task import (
+from multitower.train.mammut_data import (
     MaMMUTDataConfig,
     MaMMUTDataset,
     build_tokenizer,

@@ -44,13 +44,8 @@ from multitower.models.io import (
 )
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.train.checkpoint import find_latest_valid, list_checkpoints
-from multitower.train.mammut_task import (
-    MaMMUTComponents,
-    MaMMUTEvalConfig,
-    build_components,
-    build_tokenizer,
-    load_records,
-)
+from multitower.train.mammut_data import build_tokenizer, load_records
+from multitower.train.mammut_task import MaMMUTComponents, MaMMUTEvalConfig, build_components
 from multitower.train.trainer import Trainer
 
 TOKENIZER_NAME = "tokenizer.json"
