@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from multitower.data.speech.features import LogMel, hz_to_mel, mel_filterbank, mel_to_hz
+from multitower.data.speech.kmeans import assign, kmeans
 from multitower.data.speech.resynth import (
     ResynthConfig,
     griffin_lim,
@@ -21,13 +22,7 @@ from multitower.data.speech.resynth import (
     units_to_waveform,
 )
 from multitower.data.speech.synth import Synthesizer, Voice
-from multitower.data.speech.units import (
-    SpeechUnitTokenizer,
-    UnitConfig,
-    assign,
-    dedup_units,
-    kmeans,
-)
+from multitower.data.speech.units import SpeechUnitTokenizer, UnitConfig, dedup_units
 from multitower.data.text import generate_sentences
 
 

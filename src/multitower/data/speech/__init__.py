@@ -18,6 +18,7 @@ from multitower.data.speech.corpus import (
     plan_corpus,
 )
 from multitower.data.speech.features import LogMel, mel_filterbank
+from multitower.data.speech.kmeans import kmeans
 from multitower.data.speech.librispeech import LibriSpeechWriter, Utterance, read_librispeech
 from multitower.data.speech.resynth import (
     ResynthConfig,
@@ -26,7 +27,7 @@ from multitower.data.speech.resynth import (
     units_to_waveform,
 )
 from multitower.data.speech.synth import Synthesizer, Voice, available_voices
-from multitower.data.speech.units import SpeechUnitTokenizer, UnitConfig, dedup_units, kmeans
+from multitower.data.speech.units import SpeechUnitTokenizer, UnitConfig, dedup_units
 
 __all__ = [
     "SPLITS",
