@@ -33,8 +33,8 @@ from pathlib import Path
 
 import torch
 
+from multitower.data.sentences import generate_sentences
 from multitower.data.speech import LogMel, SpeechUnitTokenizer, Synthesizer, UnitConfig, Voice
-from multitower.data.text import generate_sentences
 
 DEFAULT_VOICES = (
     Voice("en-us"),

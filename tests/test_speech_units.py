@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from multitower.data.sentences import generate_sentences
 from multitower.data.speech.features import LogMel, hz_to_mel, mel_filterbank, mel_to_hz
 from multitower.data.speech.kmeans import assign, kmeans
 from multitower.data.speech.resynth import (
@@ -23,7 +24,6 @@ from multitower.data.speech.resynth import (
 )
 from multitower.data.speech.synth import Synthesizer, Voice
 from multitower.data.speech.units import SpeechUnitTokenizer, UnitConfig, dedup_units
-from multitower.data.text import generate_sentences
 
 
 @pytest.fixture(scope="module")

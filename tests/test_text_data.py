@@ -11,19 +11,9 @@ import pytest
 
 from multitower.data import wordlists
 from multitower.data.errors import BadRecordError
-from multitower.data.text import (
-    generate_sentences,
-    generate_unique_sentences,
-    gerund,
-    is_speakable,
-    normalize_text,
-    number_to_words,
-    past_tense,
-    plural,
-    read_text_file,
-    read_wordnet_examples,
-    third_person,
-)
+from multitower.data.inflection import gerund, number_to_words, past_tense, plural, third_person
+from multitower.data.sentences import generate_sentences, generate_unique_sentences
+from multitower.data.text import is_speakable, normalize_text, read_text_file, read_wordnet_examples
 
 
 @pytest.fixture(scope="module")

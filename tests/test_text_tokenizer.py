@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from multitower.data.text import generate_sentences
+from multitower.data.sentences import generate_sentences
 from multitower.data.tokenizer import TextTokenizer
 
 

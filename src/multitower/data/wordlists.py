@@ -1,8 +1,8 @@
-"""Word lists for the sentence generator in :mod:`multitower.data.text`.
+"""Word lists for the sentence generator in :mod:`multitower.data.sentences`.
 
 Plain English words, lower case, letters ``a-z`` only, grouped by the role they
 play in the sentence templates. Inflected forms (plurals, verb tenses) are
-derived in :mod:`multitower.data.text`; only irregular forms are listed here.
+derived in :mod:`multitower.data.inflection`; only irregular forms are listed here.
 Spelling is American so that every word reads the same way in every voice.
 """
 

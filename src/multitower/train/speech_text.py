@@ -29,15 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from multitower.data.sentences import generate_sentences
 from multitower.data.speech import read_audio
 from multitower.data.speech.corpus import SpeechCorpusConfig, build_speech_text_corpus
 from multitower.data.speech.units import SpeechUnitTokenizer
-from multitower.data.text import (
-    generate_sentences,
-    normalize_text,
-    read_text_file,
-    read_wordnet_examples,
-)
+from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
 from multitower.models.baseline import expand_vocabulary
 from multitower.models.decoder import DecoderConfig, DecoderTower

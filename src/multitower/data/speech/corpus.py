@@ -2,7 +2,7 @@
 
 Three disjoint splits, each a LibriSpeech-layout folder (see
 :mod:`.librispeech`), every utterance a distinct generated sentence
-(:func:`~multitower.data.text.generate_unique_sentences`) spoken by espeak-ng:
+(:func:`~multitower.data.sentences.generate_unique_sentences`) spoken by espeak-ng:
 
 * ``unaligned``: speech for pre-training the speech tower (and fitting the
   speech-unit tokenizer). Its transcripts are written only to keep the layout
@@ -41,9 +41,9 @@ from typing import Protocol
 
 import torch
 
+from multitower.data.sentences import GENERATOR_VERSION, generate_unique_sentences
 from multitower.data.speech.librispeech import LibriSpeechWriter, Utterance, read_librispeech
 from multitower.data.speech.synth import Synthesizer, Voice
-from multitower.data.text import GENERATOR_VERSION, generate_unique_sentences
 
 CORPUS_FORMAT = "multitower-speech-corpus"
 CORPUS_FORMAT_VERSION = 1
