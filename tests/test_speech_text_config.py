@@ -73,7 +73,7 @@ def test_best_checkpoint_keeps_the_lowest_validation_loss_across_restarts(tmp_pa
     from multitower.models.pretrained import load_pretrained
     from multitower.models.zipper import Zipper, ZipperConfig
     from multitower.train.interleaved import PairedDirections, interleaved_collate, mean_loss
-    from multitower.train.speech_text import BestCheckpoint
+    from multitower.train.stages import BestCheckpoint
 
     torch.manual_seed(0)
     towers = {
