@@ -33,13 +33,21 @@ import torch
 
 from multitower.data.speech.librispeech import read_librispeech
 from multitower.data.tokenizer import TextTokenizer
-from multitower.eval.speech_text import input_dependence, transcribe_units, wer
+from multitower.experiments.zipper_speech_text.config import SYSTEMS, FusionSection
+from multitower.experiments.zipper_speech_text.evaluate import (
+    input_dependence,
+    transcribe_units,
+    wer,
+)
+from multitower.experiments.zipper_speech_text.experiment import build_system
+from multitower.experiments.zipper_speech_text.pairs import (
+    InterleavedLMTask,
+    PairedDirections,
+    interleaved_collate,
+)
 from multitower.models.decoder import DecoderTower
 from multitower.models.pretrained import load_pretrained
-from multitower.train.interleaved import InterleavedLMTask, PairedDirections, interleaved_collate
 from multitower.train.optim import build_optimizer, lr_factor
-from multitower.train.speech_text import build_system
-from multitower.train.speech_text_config import SYSTEMS, FusionSection
 
 
 class _Decode:

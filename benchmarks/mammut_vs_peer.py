@@ -29,11 +29,11 @@ import time
 import torch
 from torch import nn
 
+from multitower.experiments.mammut.data import MaMMUTBatch
+from multitower.experiments.mammut.task import MaMMUTLossConfig, MaMMUTTask
 from multitower.generation.captioning import generate_greedy
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.vit import ViTConfig
-from multitower.train.mammut_data import MaMMUTBatch
-from multitower.train.mammut_task import MaMMUTLossConfig, MaMMUTTask
 
 WIDTH, DEPTH, HEADS = 256, 6, 8
 VISION_DEPTH = 4

@@ -133,15 +133,15 @@ def measure_inference(
     """Real-time factors of the ``asr`` and ``tts`` paths, one utterance at a time."""
     from multitower.data.speech.resynth import units_to_waveform
     from multitower.data.tokenizer import TextTokenizer
-    from multitower.generation import generate
-    from multitower.interleave import Segment
-    from multitower.models.decoder import DecoderTower
-    from multitower.train.speech_text import (
+    from multitower.experiments.zipper_speech_text.experiment import (
         UNIT_OFFSET,
         SpeechTextConfig,
         build_system,
         tower_config,
     )
+    from multitower.generation import generate
+    from multitower.interleave import Segment
+    from multitower.models.decoder import DecoderTower
 
     pinned = run_dir is None
     if run_dir is None:

@@ -23,11 +23,11 @@ import time
 
 import torch
 
+from multitower.experiments.recipes import ToyLMDataset, stack_tokens
 from multitower.losses import next_token_loss
 from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.train.data import epoch_permutation
 from multitower.train.optim import lr_factor
-from multitower.train.recipes import ToyLMDataset, stack_tokens
 from multitower.train.task import NextTokenTask
 from multitower.train.trainer import TrainConfig, Trainer
 

@@ -13,9 +13,10 @@ import safetensors
 import torch
 from torch import nn
 
+from multitower.experiments.recipes import ToyLMDataset, stack_tokens
+from multitower.io import file_sha256
 from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.models.io import (
-    file_sha256,
     load_config_json,
     load_safetensors,
     load_state_strict,
@@ -24,7 +25,6 @@ from multitower.models.io import (
     save_safetensors_atomic,
 )
 from multitower.train import checkpoint as ckpt
-from multitower.train.recipes import ToyLMDataset, stack_tokens
 from multitower.train.task import NextTokenTask
 from multitower.train.trainer import TrainConfig, Trainer
 

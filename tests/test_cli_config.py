@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from multitower.cli.config import (
+from multitower.config import (
     ConfigError,
     apply_overrides,
     build_dataclass,

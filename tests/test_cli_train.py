@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from multitower.cli.main import COMMANDS, main
+from multitower.experiments.recipes import available_recipes
 from multitower.models.io import load_safetensors
-from multitower.train.recipes import available_recipes
 
 CONFIG = """
 recipe: toy_lm

@@ -11,19 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from multitower.cli.config import ConfigError
+from multitower.config import ConfigError
+from multitower.data.caption_text import caption_ids, prompt_ids, vqa_ids
 from multitower.data.errors import BadRecordError
 from multitower.data.image_datasets import SceneConfig, generate_scenes, write_coco_style
 from multitower.data.image_readers import read_coco_captions
 from multitower.data.images import ImageTransform
-from multitower.eval.mammut_eval import (
-    EvalSet,
-    caption_ids,
-    prompt_ids,
-    question_prior_accuracy,
-    vqa_ids,
-)
-from multitower.train.mammut_data import (
+from multitower.eval.mammut_eval import EvalSet, question_prior_accuracy
+from multitower.experiments.mammut.data import (
     MaMMUTDataConfig,
     MaMMUTDataset,
     build_tokenizer,

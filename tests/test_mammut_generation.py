@@ -8,8 +8,9 @@ import itertools
 import pytest
 import torch
 
+from multitower.data.caption_text import prompt_ids
 from multitower.data.tokenizer import TextTokenizer
-from multitower.eval.mammut_eval import answer_questions, prompt_ids
+from multitower.eval.mammut_eval import answer_questions
 from multitower.generation.captioning import generate_beam, generate_greedy
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.vit import ViTConfig

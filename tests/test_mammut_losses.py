@@ -13,8 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from multitower.experiments.mammut.task import gathered_contrastive_loss
 from multitower.losses import caption_loss, contrastive_loss, focal_contrastive_loss
-from multitower.train.mammut_task import gathered_contrastive_loss
 
 WORLD = 2
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from multitower.eval.speech_text import results_table
-from multitower.train.speech_text_config import SpeechTextConfig
+from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
+from multitower.experiments.zipper_speech_text.evaluate import results_table
 
 
 def test_runs_and_steps_follow_fractions_and_system_fractions() -> None:
@@ -69,10 +69,14 @@ def test_results_table_shows_losses_and_their_input_dependence() -> None:
 def test_best_checkpoint_keeps_the_lowest_validation_loss_across_restarts(tmp_path) -> None:
     import torch
 
+    from multitower.experiments.zipper_speech_text.pairs import (
+        PairedDirections,
+        interleaved_collate,
+        mean_loss,
+    )
     from multitower.models.decoder import DecoderConfig
     from multitower.models.pretrained import load_pretrained
     from multitower.models.zipper import Zipper, ZipperConfig
-    from multitower.train.interleaved import PairedDirections, interleaved_collate, mean_loss
     from multitower.train.stages import BestCheckpoint
 
     torch.manual_seed(0)
@@ -84,7 +88,7 @@ def test_best_checkpoint_keeps_the_lowest_validation_loss_across_restarts(tmp_pa
     pairs = [([3 + i % 15, 4, 5 + i % 7], [3, 4 + i % 11]) for i in range(6)]
     valid = PairedDirections(pairs)
     collate = interleaved_collate(model.modalities)
-    best = BestCheckpoint(tmp_path / "best", valid, collate)
+    best = BestCheckpoint(tmp_path / "best", lambda m: mean_loss(m, valid, collate))
     first = best(model, 10)["valid_loss"]
     assert best.record == {"step": 10, "valid_loss": first}
     kept = {k: v.clone() for k, v in model.state_dict().items()}
@@ -94,7 +98,9 @@ def test_best_checkpoint_keeps_the_lowest_validation_loss_across_restarts(tmp_pa
                 p.mul_(50.0)
     worse = best(model, 20)["valid_loss"]
     assert worse > first and best.record["step"] == 10
-    again = BestCheckpoint(tmp_path / "best", valid, collate)  # a resumed run
+    again = BestCheckpoint(
+        tmp_path / "best", lambda m: mean_loss(m, valid, collate)
+    )  # a resumed run
     assert again.record == best.record
     reloaded = load_pretrained(tmp_path / "best" / "model", Zipper)
     for k, v in reloaded.state_dict().items():

@@ -13,12 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from multitower.data.charset import CharAlphabet
-from multitower.generation.ctc import collapse_ctc_path, greedy_decode
-from multitower.losses import ctc_loss
-from multitower.models.decoder import DecoderConfig, DecoderTower
-from multitower.models.io import save_model
-from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
-from multitower.train.recognizer import (
+from multitower.experiments.zipper_speech_text.recognizer import (
     UnitCTCTask,
     UnitTranscriptDataset,
     character_error_rate,
@@ -29,6 +24,11 @@ from multitower.train.recognizer import (
     train_recognizer,
     transcribe,
 )
+from multitower.generation.ctc import collapse_ctc_path, greedy_decode
+from multitower.losses import ctc_loss
+from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.io import save_model
+from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
 from multitower.train.trainer import TrainConfig
 
 UNIT_VOCAB = 40  # speech-tower ids: 0 pad, 1 bos, 2 eos, units 3..39
@@ -420,7 +420,7 @@ def test_train_recognizer_checks_inputs(tmp_path):
 
 def test_unit_noise_replaces_about_the_requested_share():
     from multitower.data.charset import CharAlphabet
-    from multitower.train.recognizer import UnitTranscriptDataset
+    from multitower.experiments.zipper_speech_text.recognizer import UnitTranscriptDataset
 
     alphabet = CharAlphabet.from_transcripts(["ab"])
     units = list(range(3, 13)) * 100

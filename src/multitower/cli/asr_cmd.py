@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from multitower.cli.main import CliError
 from multitower.cli.speech_cmd import add_common_arguments, load_components
+from multitower.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,16 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from multitower.data.errors import BadRecordError
     from multitower.data.speech import read_audio
+    from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
     from multitower.generation import generate
     from multitower.interleave import Segment
-    from multitower.train.speech_text import UNIT_OFFSET
 
     c = load_components(args.run_dir, args.model)
     for path in args.audio:
         try:
             audio = read_audio(path, c.unit_tokenizer.config.sample_rate)
         except BadRecordError as err:
-            raise CliError(str(err)) from err
+            raise UserError(str(err)) from err
         units = [int(u) + UNIT_OFFSET for u in c.unit_tokenizer.encode(audio)]
         out = generate(
             c.model, [[Segment("speech", units)]], ["text"], max_new_tokens=args.max_new_tokens

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from multitower.cli.main import CliError
-from multitower.cli.mammut_common import load_image_or_fail, load_run
+from multitower.errors import UserError
 from multitower.eval.mammut_eval import generate_captions
+from multitower.experiments.mammut.run import load_image_or_fail, load_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.beam < 1:
-        raise CliError(f"--beam must be >= 1, got {args.beam}")
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
     loaded = load_run(args.run_dir)
     images = torch.stack([load_image_or_fail(loaded.transform, p) for p in args.images])
     max_tokens = args.max_tokens or loaded.eval_cfg.max_caption_tokens

@@ -4,8 +4,8 @@ Each command lives in its own module, imported only when that command runs.
 A command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; to
 add one, write the module and add a line to :data:`COMMANDS`.
 
-Exit codes: 0 success, 1 a user-facing error (:class:`CliError`, missing file),
-2 a bad command line or config (:class:`~multitower.cli.config.ConfigError`).
+Exit codes: 0 success, 1 a user-facing error (:class:`~multitower.errors.UserError`, missing file),
+2 a bad command line or config (:class:`~multitower.config.ConfigError`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from multitower.cli.config import ConfigError
+from multitower.config import ConfigError
+from multitower.errors import UserError
 
 COMMANDS: dict[str, str] = {
     "train": "multitower.cli.train_cmd",
@@ -29,10 +30,6 @@ COMMANDS: dict[str, str] = {
     "asr": "multitower.cli.asr_cmd",
     "tts": "multitower.cli.tts_cmd",
 }
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 1."""
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -65,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in err.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    except (CliError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"multitower {top.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

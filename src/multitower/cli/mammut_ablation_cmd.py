@@ -19,15 +19,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from multitower.cli.main import CliError
-from multitower.cli.mammut_common import (
+from multitower.cli.common import add_threads_argument, set_threads
+from multitower.errors import UserError
+from multitower.experiments.mammut.run import (
     evaluate_run,
     resolve_mammut_config,
-    set_threads,
     train_run,
     write_json,
 )
-from multitower.models.io import write_text_atomic
+from multitower.io import write_text_atomic
 
 COLUMNS = ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "vqa_accuracy", "greedy_cider")
 
@@ -40,9 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed values")
     parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+    add_threads_argument(parser)
 
 
 def _mean(values: list[float]) -> float:
@@ -108,7 +106,7 @@ def plot_ablation(rows: list[dict[str, Any]], path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if any(k < 1 for k in args.intervals):
-        raise CliError(f"--intervals must be positive, got {args.intervals}")
+        raise UserError(f"--intervals must be positive, got {args.intervals}")
     root: Path = args.run_dir or Path("runs") / args.config.stem
     rows = []
     for k in args.intervals:

@@ -17,14 +17,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from multitower.cli.mammut_common import (
+from multitower.cli.common import add_threads_argument, set_threads
+from multitower.experiments.mammut.run import (
     evaluate_run,
     resolve_mammut_config,
-    set_threads,
     train_run,
     write_json,
 )
-from multitower.models.io import write_text_atomic
+from multitower.io import write_text_atomic
 from multitower.train.logger import read_metrics
 
 
@@ -40,9 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-beam", action="store_true", help="evaluate greedy captioning only (faster)"
     )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+    add_threads_argument(parser)
 
 
 def _pct(value: float) -> str:

@@ -13,7 +13,7 @@ import argparse
 import math
 from pathlib import Path
 
-from multitower.cli.main import CliError
+from multitower.errors import UserError
 from multitower.train.logger import read_metrics
 
 _NOT_CURVES = {"step", "epoch", "loss", "eval/loss"}
@@ -39,7 +39,7 @@ def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
 
     Raises:
         FileNotFoundError: no ``metrics.jsonl`` in ``run_dir``.
-        CliError: the file holds no logged loss.
+        UserError: the file holds no logged loss.
     """
     import matplotlib
 
@@ -48,7 +48,7 @@ def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
 
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("step"), int)]
     if not any("loss" in r for r in rows):
-        raise CliError(f"{run_dir / 'metrics.jsonl'} holds no logged loss")
+        raise UserError(f"{run_dir / 'metrics.jsonl'} holds no logged loss")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 

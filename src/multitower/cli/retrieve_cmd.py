@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from multitower.cli.main import CliError
-from multitower.cli.mammut_common import load_run
+from multitower.data.caption_text import clean_text
 from multitower.data.errors import BadRecordError
 from multitower.data.images import IMAGE_EXTENSIONS
-from multitower.eval.mammut_eval import clean_text, embed_images, embed_texts
+from multitower.errors import UserError
+from multitower.eval.mammut_eval import embed_images, embed_texts
+from multitower.experiments.mammut.run import load_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,20 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
-        raise CliError(f"--top must be >= 1, got {args.top}")
+        raise UserError(f"--top must be >= 1, got {args.top}")
     if not args.images.is_dir():
-        raise CliError(f"image folder not found: {args.images}")
+        raise UserError(f"image folder not found: {args.images}")
     if not clean_text(args.text):
-        raise CliError("the query text is empty")
+        raise UserError("the query text is empty")
     paths = sorted(
         p for p in args.images.iterdir() if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
     )
     if not paths:
-        raise CliError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {args.images}")
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {args.images}")
     loaded = load_run(args.run_dir)
     unknown = sorted(set(clean_text(args.text)) - loaded.tokenizer.alphabet)
     if unknown:
-        raise CliError(f"the text has characters the model never saw: {unknown}")
+        raise UserError(f"the text has characters the model never saw: {unknown}")
     images, kept = [], []
     for path in paths:
         try:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         except BadRecordError as err:
             print(f"skipping {err}", file=sys.stderr)
     if not images:
-        raise CliError(f"no readable image in {args.images}")
+        raise UserError(f"no readable image in {args.images}")
     with torch.no_grad():
         image_features = embed_images(loaded.model, torch.stack(images))  # (N, E)
         text_features = embed_texts(loaded.model, loaded.tokenizer, [args.text])  # (1, E)

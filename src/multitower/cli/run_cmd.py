@@ -15,9 +15,10 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from multitower.cli.config import ConfigError, build_dataclass, dump_yaml, load_config, to_plain
-from multitower.cli.main import CliError
-from multitower.models.io import write_text_atomic
+from multitower.cli.common import add_threads_argument, set_threads
+from multitower.config import ConfigError, build_dataclass, dump_yaml, load_config, to_plain
+from multitower.errors import UserError
+from multitower.io import write_text_atomic
 
 EXPERIMENTS = ("zipper_speech_text",)
 
@@ -32,14 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+    add_threads_argument(parser)
 
 
 def _saved_config(path: Path) -> object:
     """The config a run directory was started with (new fields take their defaults)."""
-    from multitower.train.speech_text_config import SpeechTextConfig
+    from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
 
     raw = load_config(path)
     raw.pop("experiment", None)
@@ -50,15 +49,10 @@ def _saved_config(path: Path) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
+    from multitower.experiments.zipper_speech_text.experiment import SpeechTextExperiment
 
-    from multitower.train.speech_text import SpeechTextExperiment
-    from multitower.train.speech_text_config import SpeechTextConfig
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CliError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     raw = load_config(args.config, args.overrides)
     experiment = raw.pop("experiment", None)
     if experiment not in EXPERIMENTS:
@@ -68,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     resolved = dump_yaml({"experiment": experiment, **to_plain(config)})
     saved = run_dir / "config.yaml"
     if saved.is_file() and _saved_config(saved) != config:
-        raise CliError(
+        raise UserError(
             f"{run_dir} holds a run with another config ({saved}); use a new --run-dir "
             "or delete the old one"
         )

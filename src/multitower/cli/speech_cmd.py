@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from multitower.cli.main import CliError
+from multitower.errors import UserError
 
 
 @dataclass
@@ -47,13 +47,13 @@ def load_components(run_dir: Path, model_name: str | None) -> SpeechComponents:
 
     manifest_path = run_dir / "inference.json"
     if not manifest_path.is_file():
-        raise CliError(
+        raise UserError(
             f"{run_dir} is not a finished speech-text run: {manifest_path} is missing (run `multitower run` first)"
         )
     manifest = json.loads(manifest_path.read_text())
     name = model_name or manifest["default_model"]
     if name not in manifest["models"]:
-        raise CliError(f"unknown model {name!r}; this run has: {sorted(manifest['models'])}")
+        raise UserError(f"unknown model {name!r}; this run has: {sorted(manifest['models'])}")
     paths = {
         "text tokenizer": run_dir / manifest["text_tokenizer"],
         "unit tokenizer": run_dir / manifest["unit_tokenizer"],
@@ -61,11 +61,11 @@ def load_components(run_dir: Path, model_name: str | None) -> SpeechComponents:
     }
     for what, path in paths.items():
         if not path.exists():
-            raise CliError(f"{run_dir}: the {what} is missing ({path})")
+            raise UserError(f"{run_dir}: the {what} is missing ({path})")
     try:
         model = load_pretrained(paths["model"])
     except (ValueError, OSError) as err:
-        raise CliError(f"cannot load model {name!r}: {err}") from err
+        raise UserError(f"cannot load model {name!r}: {err}") from err
     model.eval()
     return SpeechComponents(
         TextTokenizer.load(paths["text tokenizer"]),

@@ -15,28 +15,21 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from multitower.cli.config import (
-    ConfigError,
-    build_dataclass,
-    build_sections,
+from multitower.config import (
     dump_yaml,
     load_config,
     parse_yaml,
-    to_plain,
 )
-from multitower.cli.main import CliError
-from multitower.models.io import write_text_atomic
+from multitower.errors import UserError
+from multitower.experiments.recipes import resolve_config
+from multitower.io import write_text_atomic
 from multitower.train.checkpoint import list_checkpoints
-from multitower.train.recipes import RecipeEntry, available_recipes, get_recipe
-from multitower.train.trainer import TrainConfig, Trainer
-
-RESERVED_SECTIONS = ("recipe", "train")
+from multitower.train.trainer import Trainer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,54 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the newest intact checkpoint"
     )
-
-
-@dataclass(frozen=True)
-class ResolvedConfig:
-    """A validated run config."""
-
-    recipe: str
-    entry: RecipeEntry
-    train: TrainConfig
-    sections: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "train": to_plain(self.train), **to_plain(self.sections)}
-
-
-def resolve_config(config: dict[str, Any]) -> ResolvedConfig:
-    """Validate every section of ``config`` and report all problems at once.
-
-    Raises:
-        ConfigError: every problem found (recipe, ``train`` and recipe sections).
-    """
-    problems: list[str] = []
-    name = config.get("recipe")
-    entry = None
-    if not isinstance(name, str):
-        problems.append(
-            f"recipe: expected the name of a recipe ({', '.join(available_recipes())}), got {name!r}"
-        )
-    else:
-        try:
-            entry = get_recipe(name)
-        except ConfigError as err:
-            problems += err.problems
-    train = None
-    try:
-        train = build_dataclass(TrainConfig, config.get("train") or {}, "train")
-    except ConfigError as err:
-        problems += err.problems
-    sections: dict[str, Any] = {k: v for k, v in config.items() if k not in RESERVED_SECTIONS}
-    if entry is not None and entry.sections is not None:
-        try:
-            sections = build_sections(config, entry.sections, ignore=RESERVED_SECTIONS)
-        except ConfigError as err:
-            problems += err.problems
-    if problems:
-        raise ConfigError(problems)
-    assert entry is not None and train is not None and isinstance(name, str)
-    return ResolvedConfig(name, entry, train, sections)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -123,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir: Path = args.run_dir or Path("runs") / args.config.stem
     is_main = int(os.environ.get("RANK", "0")) == 0
     if not args.resume and list_checkpoints(run_dir):
-        raise CliError(
+        raise UserError(
             f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
             "or choose another --run-dir"
         )
@@ -146,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             eval_fn=recipe.eval_fn,
         )
     except ValueError as err:  # device, precision, batch split or dataset size
-        raise CliError(f"cannot set up training: {err}") from err
+        raise UserError(f"cannot set up training: {err}") from err
     if args.resume:
         step = trainer.resume()
         if is_main:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from multitower.cli.main import CliError
 from multitower.cli.speech_cmd import add_common_arguments, load_components
+from multitower.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,18 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from multitower.data.speech.resynth import units_to_wav
     from multitower.data.text import normalize_text
+    from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
     from multitower.generation import generate
     from multitower.interleave import Segment
-    from multitower.train.speech_text import UNIT_OFFSET
 
     c = load_components(args.run_dir, args.model)
     text = normalize_text(args.text)
     if not text:
-        raise CliError("the text is empty after normalisation")
+        raise UserError("the text is empty after normalisation")
     try:
         ids = c.text_tokenizer.encode(text)
     except ValueError as err:
-        raise CliError(str(err)) from err
+        raise UserError(str(err)) from err
     out = generate(
         c.model,
         [[Segment("text", ids)]],
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         [u - UNIT_OFFSET for u in out[0][0].tokens if u >= UNIT_OFFSET], dtype=torch.long
     )
     if units.numel() == 0:
-        raise CliError("the model generated no speech units for this text")
+        raise UserError("the model generated no speech units for this text")
     audio = units_to_wav(
         args.output, units, c.unit_tokenizer, deduped=c.unit_tokenizer.config.dedup
     )

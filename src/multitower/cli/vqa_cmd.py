@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from multitower.cli.main import CliError
-from multitower.cli.mammut_common import load_image_or_fail, load_run
-from multitower.eval.mammut_eval import answer_questions, clean_text
+from multitower.data.caption_text import clean_text
+from multitower.errors import UserError
+from multitower.eval.mammut_eval import answer_questions
+from multitower.experiments.mammut.run import load_image_or_fail, load_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,12 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not clean_text(args.question):
-        raise CliError("the question is empty")
+        raise UserError("the question is empty")
     loaded = load_run(args.run_dir)
     image = load_image_or_fail(loaded.transform, args.image).unsqueeze(0)
     unknown = sorted(set(clean_text(args.question)) - loaded.tokenizer.alphabet)
     if unknown:
-        raise CliError(f"the question has characters the model never saw: {unknown}")
+        raise UserError(f"the question has characters the model never saw: {unknown}")
     max_tokens = args.max_tokens or loaded.eval_cfg.max_answer_tokens
     [[answer]] = answer_questions(
         loaded.model, image, [[args.question]], loaded.tokenizer, max_new_tokens=max_tokens

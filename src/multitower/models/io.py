@@ -7,10 +7,7 @@ dataclass. A saved model is a directory with
 * ``config.json``: ``dataclasses.asdict(model.config)`` plus ``"model_type"``
   (the class name).
 
-Files are written atomically: into a temporary file in the same directory,
-flushed and fsynced, then moved over the target with ``os.replace`` and the
-directory fsynced, so a crash leaves either the old file or the new one, never a
-truncated mix.
+Files are written atomically (:mod:`multitower.io`).
 
 Tied weights: safetensors refuses tensors that share storage (an output head
 tied to the embedding appears twice in ``state_dict``). Exact aliases (same
@@ -23,10 +20,8 @@ buffer) are cloned before writing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,55 +30,11 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from multitower.io import write_bytes_atomic, write_text_atomic
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 ALIASES_KEY = "multitower.aliases"
-
-
-# -- atomic files ------------------------------------------------------------------------------
-def fsync_dir(directory: str | os.PathLike[str]) -> None:
-    """fsync a directory so a rename inside it survives a power loss (no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsynced temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`write_bytes_atomic`)."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- safetensors -------------------------------------------------------------------------------

@@ -7,5 +7,5 @@
 * :mod:`~multitower.train.checkpoint`: atomic, verified, resumable checkpoints;
 * :mod:`~multitower.train.distributed`: torchrun, DDP/FSDP2, ``all_gather_with_grad``;
 * :mod:`~multitower.train.logger`, :mod:`~multitower.train.progress`: metrics.jsonl, progress bar;
-* :mod:`~multitower.train.recipes`: named builders of (model, task, dataset, collate).
+* :mod:`~multitower.experiments.recipes`: named builders of (model, task, dataset, collate).
 """

@@ -29,13 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from multitower.models.io import (
-    WEIGHTS_NAME,
-    file_sha256,
-    fsync_dir,
-    load_safetensors,
-    save_safetensors_atomic,
-)
+from multitower.io import file_sha256, fsync_dir
+from multitower.models.io import WEIGHTS_NAME, load_safetensors, save_safetensors_atomic
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAIN_STATE_NAME = "train_state.pt"

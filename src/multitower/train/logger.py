@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from multitower.models.io import write_text_atomic
+from multitower.io import write_text_atomic
 
 METRICS_NAME = "metrics.jsonl"
 

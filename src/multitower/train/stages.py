@@ -18,9 +18,8 @@ from typing import Any
 
 from torch import nn
 
-from multitower.models.io import write_text_atomic
+from multitower.io import write_text_atomic
 from multitower.models.pretrained import save_pretrained
-from multitower.train.interleaved import PairedDirections, mean_loss
 from multitower.train.trainer import TrainConfig, Trainer
 
 
@@ -62,23 +61,23 @@ class Repeated:
 class BestCheckpoint:
     """Keeps the weights with the lowest validation loss seen so far in ``directory``.
 
-    Called as the trainer's ``eval_fn``: every ``eval_every`` steps it scores the
-    held-out validation pairs and, on a new best, writes the model to
+    Called as the trainer's ``eval_fn``: every ``eval_every`` steps ``score(model)``
+    gives the held-out loss (lower is better) and, on a new best, writes the model to
     ``directory/model`` and then ``directory/best.json`` (step and loss). The
     record survives an interruption, so a resumed run keeps comparing against it.
     Fine-tuning a strong pre-trained start on 40 pairs overfits within a few
     hundred steps; selecting on held-out pairs picks the step at which to stop.
     """
 
-    def __init__(self, directory: Path, valid: PairedDirections, collate: Callable) -> None:
-        self.directory, self.valid, self.collate = directory, valid, collate
+    def __init__(self, directory: Path, score: Callable[[nn.Module], float]) -> None:
+        self.directory, self.score = directory, score
         self.record: dict[str, Any] | None = None
         meta = directory / "best.json"
         if meta.is_file() and (directory / "model").is_dir():
             self.record = json.loads(meta.read_text())
 
     def __call__(self, model: nn.Module, step: int) -> dict[str, float]:
-        loss = mean_loss(model, self.valid, self.collate)
+        loss = self.score(model)
         if self.record is None or loss < self.record["valid_loss"]:
             save_pretrained(model, self.directory / "model")
             self.record = {"step": step, "valid_loss": loss}

@@ -1,6 +1,6 @@
 """MaMMUT training: the two-pass joint loss and the ``mammut`` recipe.
 
-Each example (see :mod:`multitower.train.mammut_data`) is an image with a
+Each example (see :mod:`multitower.experiments.mammut.data`) is an image with a
 caption for the contrastive pass and a caption or VQA example for the generative
 pass. The loss is::
 
@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from multitower.cli.config import ConfigError
+from multitower.config import ConfigError
 from multitower.data.image_readers import ImageTextRecord
 from multitower.data.images import ImageTransform
 from multitower.data.tokenizer import TextTokenizer
@@ -34,10 +34,7 @@ from multitower.eval.mammut_eval import (
     evaluate_retrieval,
     evaluate_vqa,
 )
-from multitower.losses import caption_loss, contrastive_loss, focal_contrastive_loss
-from multitower.models.mammut import MaMMUT, MaMMUTConfig
-from multitower.train.distributed import all_gather_with_grad
-from multitower.train.mammut_data import (
+from multitower.experiments.mammut.data import (
     MaMMUTBatch,
     MaMMUTDataConfig,
     MaMMUTDataset,
@@ -45,7 +42,10 @@ from multitower.train.mammut_data import (
     collate_mammut,
     load_records,
 )
-from multitower.train.recipes import Recipe, register_recipe
+from multitower.experiments.recipes import Recipe, register_recipe
+from multitower.losses import caption_loss, contrastive_loss, focal_contrastive_loss
+from multitower.models.mammut import MaMMUT, MaMMUTConfig
+from multitower.train.distributed import all_gather_with_grad
 from multitower.train.task import LossOutput
 
 CONTRASTIVE_LOSSES = ("infonce", "focal")

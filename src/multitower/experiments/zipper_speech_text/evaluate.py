@@ -21,7 +21,7 @@ from multitower.data.text import normalize_text
 from multitower.data.tokenizer import TextTokenizer
 from multitower.generation import generate
 from multitower.interleave import Segment
-from multitower.models.io import write_text_atomic
+from multitower.io import write_text_atomic
 
 
 def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
@@ -84,7 +84,7 @@ def evaluate_system(
     eval_cfg: Any,
 ) -> dict[str, Any]:
     """ASR and TTS WER of one fine-tuned system on the test pairs."""
-    from multitower.train.recognizer import transcribe
+    from multitower.experiments.zipper_speech_text.recognizer import transcribe
 
     asr_hyps = transcribe_units(model, [u for u, _ in test], text_tok, eval_cfg)
     speech = synthesize_units(model, [t for _, t in test], eval_cfg)
@@ -110,7 +110,11 @@ def input_dependence(
     "mismatched" loss. A system that uses the other modality scores the matched
     pairs better; equal losses mean its gains are unimodal.
     """
-    from multitower.train.interleaved import PairedDirections, interleaved_collate, mean_loss
+    from multitower.experiments.zipper_speech_text.pairs import (
+        PairedDirections,
+        interleaved_collate,
+        mean_loss,
+    )
 
     collate = interleaved_collate(model.modalities)  # type: ignore[arg-type]
     units, texts = [u for u, _ in test], [t for _, t in test]

@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import torch
 
-from multitower.cli.config import ConfigError
+from multitower.config import ConfigError
+from multitower.data.caption_text import VQA_SEPARATOR, caption_ids, clean_text, vqa_ids, vqa_prompt
 from multitower.data.errors import BadRecordError
 from multitower.data.image_datasets import SceneConfig, generate_scenes
 from multitower.data.image_readers import (
@@ -29,7 +30,6 @@ from multitower.data.image_readers import (
 )
 from multitower.data.images import ImageTransform
 from multitower.data.tokenizer import TextTokenizer
-from multitower.eval.mammut_eval import VQA_SEPARATOR, caption_ids, clean_text, vqa_ids, vqa_prompt
 
 DATA_SOURCES = ("scenes", "coco", "webdataset")
 TOKENIZERS = ("bpe", "char")

@@ -31,8 +31,9 @@ from torch import nn
 
 from multitower.data.charset import CharAlphabet
 from multitower.generation.ctc import greedy_decode
+from multitower.io import write_text_atomic
 from multitower.losses import ctc_loss
-from multitower.models.io import load_config_json, load_weights, save_model, write_text_atomic
+from multitower.models.io import load_config_json, load_weights, save_model
 from multitower.models.pretrained import dataclass_from_dict
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
 from multitower.train.task import LossOutput

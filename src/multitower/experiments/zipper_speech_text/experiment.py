@@ -33,12 +33,13 @@ from multitower.data.speech.corpus import SpeechCorpusConfig, build_speech_text_
 from multitower.data.speech.units import SpeechUnitTokenizer
 from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
-from multitower.models.baseline import expand_vocabulary
-from multitower.models.decoder import DecoderConfig, DecoderTower
-from multitower.models.io import write_text_atomic
-from multitower.models.pretrained import load_pretrained, save_pretrained
-from multitower.models.zipper import Zipper, ZipperConfig
-from multitower.train.interleaved import (
+from multitower.experiments.zipper_speech_text.config import (
+    SYSTEMS,
+    FusionSection,
+    SpeechTextConfig,
+    TowerSection,
+)
+from multitower.experiments.zipper_speech_text.pairs import (
     InterleavedLMTask,
     PairedDirections,
     TokenSequences,
@@ -46,12 +47,11 @@ from multitower.train.interleaved import (
     mean_loss,
     pad_sequences,
 )
-from multitower.train.speech_text_config import (
-    SYSTEMS,
-    FusionSection,
-    SpeechTextConfig,
-    TowerSection,
-)
+from multitower.io import write_text_atomic
+from multitower.models.baseline import expand_vocabulary
+from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.pretrained import load_pretrained, save_pretrained
+from multitower.models.zipper import Zipper, ZipperConfig
 from multitower.train.stages import BestCheckpoint, Stages, log, train_resumable
 from multitower.train.task import NextTokenTask
 from multitower.train.trainer import TrainConfig
@@ -242,8 +242,11 @@ class SpeechTextExperiment:
         self, aligned_units: list[list[int]], aligned_text: list[str], speech_vocab: int
     ) -> tuple[nn.Module, Any]:
         from multitower.data.charset import CharAlphabet
+        from multitower.experiments.zipper_speech_text.recognizer import (
+            load_recognizer,
+            train_recognizer,
+        )
         from multitower.models.unit_recognizer import UnitRecognizerConfig
-        from multitower.train.recognizer import load_recognizer, train_recognizer
 
         stage_dir = self.run_dir / "recognizer"
         if not self.stages.get("recognizer"):
@@ -274,7 +277,10 @@ class SpeechTextExperiment:
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from multitower.eval.speech_text import evaluate_system, write_results
+        from multitower.experiments.zipper_speech_text.evaluate import (
+            evaluate_system,
+            write_results,
+        )
 
         t0 = time.time()
         cfg = self.cfg
@@ -301,8 +307,8 @@ class SpeechTextExperiment:
         test_texts_list = [t for _, t, _ in test_items]
         recognizer, alphabet = self.recognizer(units["aligned"], aligned_text, speech_vocab)
 
-        from multitower.eval.speech_text import wer
-        from multitower.train.recognizer import transcribe
+        from multitower.experiments.zipper_speech_text.evaluate import wer
+        from multitower.experiments.zipper_speech_text.recognizer import transcribe
 
         if not self.stages.get("recognizer_eval"):
             hyps = transcribe(recognizer, alphabet, [u for u, _ in test])
@@ -340,7 +346,10 @@ class SpeechTextExperiment:
                     start_loss = mean_loss(model, test_set, collate)
                     stage_dir = self.run_dir / "finetune" / f"{system}_{fraction:g}"
                     best = (
-                        BestCheckpoint(stage_dir / "best", valid, collate)
+                        BestCheckpoint(
+                            stage_dir / "best",
+                            lambda m, c=collate: mean_loss(m, valid, c),
+                        )
                         if valid is not None
                         else None
                     )

@@ -24,15 +24,17 @@ import dataclasses
 import importlib
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from multitower.cli.config import ConfigError
+from multitower.config import ConfigError, build_dataclass, build_sections, to_plain
 from multitower.losses import next_token_loss
 from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.train.task import NextTokenTask, Task
+from multitower.train.train_config import TrainConfig
 
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
@@ -60,8 +62,8 @@ _REGISTRY: dict[str, RecipeEntry] = {}
 
 # Recipe name -> module that registers it; imported the first time the recipe is needed.
 RECIPE_MODULES: dict[str, str] = {
-    "toy_lm": "multitower.train.recipes",
-    "mammut": "multitower.train.mammut_task",
+    "toy_lm": "multitower.experiments.recipes",
+    "mammut": "multitower.experiments.mammut.task",
 }
 
 
@@ -106,6 +108,57 @@ def get_recipe(name: str) -> RecipeEntry:
             f"recipe: unknown recipe {name!r}; available: {', '.join(available_recipes())}"
         )
     return _REGISTRY[name]
+
+
+RESERVED_SECTIONS = ("recipe", "train")
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A validated run config."""
+
+    recipe: str
+    entry: RecipeEntry
+    train: TrainConfig
+    sections: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "train": to_plain(self.train), **to_plain(self.sections)}
+
+
+def resolve_config(config: dict[str, Any]) -> ResolvedConfig:
+    """Validate every section of ``config`` and report all problems at once.
+
+    Raises:
+        ConfigError: every problem found (recipe, ``train`` and recipe sections).
+    """
+    problems: list[str] = []
+    name = config.get("recipe")
+    entry = None
+    if not isinstance(name, str):
+        problems.append(
+            f"recipe: expected the name of a recipe ({', '.join(available_recipes())}), got {name!r}"
+        )
+    else:
+        try:
+            entry = get_recipe(name)
+        except ConfigError as err:
+            problems += err.problems
+    train = None
+    try:
+        train = build_dataclass(TrainConfig, config.get("train") or {}, "train")
+    except ConfigError as err:
+        problems += err.problems
+    sections: dict[str, Any] = {k: v for k, v in config.items() if k not in RESERVED_SECTIONS}
+    if entry is not None and entry.sections is not None:
+        try:
+            sections = build_sections(config, entry.sections, ignore=RESERVED_SECTIONS)
+        except ConfigError as err:
+            problems += err.problems
+    if problems:
+        raise ConfigError(problems)
+    assert entry is not None and train is not None and isinstance(name, str)
+    return ResolvedConfig(name, entry, train, sections)
 
 
 # -- toy_lm ------------------------------------------------------------------------------------

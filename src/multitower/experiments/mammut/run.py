@@ -21,12 +21,11 @@ from typing import Any
 
 import torch
 
-from multitower.cli.config import ConfigError, dump_yaml, load_config, parse_yaml
-from multitower.cli.main import CliError
-from multitower.cli.train_cmd import ResolvedConfig, resolve_config
+from multitower.config import ConfigError, dump_yaml, load_config, parse_yaml
 from multitower.data.errors import BadRecordError
 from multitower.data.images import ImageTransform
 from multitower.data.tokenizer import TextTokenizer
+from multitower.errors import UserError
 from multitower.eval.mammut_eval import (
     EvalSet,
     evaluate_captioning,
@@ -35,34 +34,17 @@ from multitower.eval.mammut_eval import (
     question_prior_accuracy,
 )
 from multitower.eval.vqa import normalize_answer
-from multitower.models.io import (
-    WEIGHTS_NAME,
-    load_config_json,
-    load_weights,
-    save_model,
-    write_text_atomic,
-)
+from multitower.experiments.mammut.data import build_tokenizer, load_records
+from multitower.experiments.mammut.task import MaMMUTComponents, MaMMUTEvalConfig, build_components
+from multitower.experiments.recipes import ResolvedConfig, resolve_config
+from multitower.io import write_text_atomic
+from multitower.models.io import WEIGHTS_NAME, load_config_json, load_weights, save_model
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.train.checkpoint import find_latest_valid, list_checkpoints
-from multitower.train.mammut_data import build_tokenizer, load_records
-from multitower.train.mammut_task import MaMMUTComponents, MaMMUTEvalConfig, build_components
 from multitower.train.trainer import Trainer
 
 TOKENIZER_NAME = "tokenizer.json"
 MODEL_DIR = "model"
-
-
-def set_threads(threads: int | None) -> None:
-    """``torch.set_num_threads`` when given (on a shared machine one thread can be faster).
-
-    Raises:
-        CliError: a count below 1.
-    """
-    if threads is None:
-        return
-    if threads < 1:
-        raise CliError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
 
 
 def resolve_mammut_config(path: Path, overrides: list[str]) -> ResolvedConfig:
@@ -91,10 +73,10 @@ def train_run(resolved: ResolvedConfig, run_dir: Path) -> TrainedRun:
     """Train one run into ``run_dir``: config, tokenizer, checkpoints, log, final model.
 
     Raises:
-        CliError: ``run_dir`` already holds checkpoints.
+        UserError: ``run_dir`` already holds checkpoints.
     """
     if list_checkpoints(run_dir):
-        raise CliError(f"{run_dir} already holds checkpoints; choose another --run-dir")
+        raise UserError(f"{run_dir} already holds checkpoints; choose another --run-dir")
     torch.manual_seed(resolved.train.seed)
     components = build_components(resolved.sections)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -148,11 +130,11 @@ def evaluate_run(
         ``{"metrics": {...}, "baselines": {...}, "samples": [...], "eval_seconds": s}``.
 
     Raises:
-        CliError: the config has no evaluation set.
+        UserError: the config has no evaluation set.
     """
     data, tokenizer = components.eval_set, components.tokenizer
     if data is None:
-        raise CliError("the config defines no evaluation set (data.eval_*)")
+        raise UserError("the config defines no evaluation set (data.eval_*)")
     start = time.perf_counter()
     model.eval()
     metrics: dict[str, float] = {}
@@ -255,7 +237,7 @@ def _weights_path(run_dir: Path) -> Path:
         return final
     latest = find_latest_valid(run_dir)
     if latest is None:
-        raise CliError(
+        raise UserError(
             f"{run_dir} holds no trained MaMMUT weights ({MODEL_DIR}/{WEIGHTS_NAME} or a checkpoint)"
         )
     return latest / WEIGHTS_NAME
@@ -269,15 +251,15 @@ def load_run(run_dir: Path, *, device: str = "cpu") -> LoadedRun:
     training data named in ``config.yaml`` (deterministic).
 
     Raises:
-        CliError: not a MaMMUT run directory, or weights that do not fit the config.
+        UserError: not a MaMMUT run directory, or weights that do not fit the config.
     """
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise CliError(f"{run_dir} is not a run directory (no config.yaml)")
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
     raw = parse_yaml(config_path.read_text(encoding="utf-8"), source=str(config_path)) or {}
     resolved = resolve_config(raw)
     if resolved.recipe != "mammut":
-        raise CliError(f"{run_dir} is a {resolved.recipe!r} run, not a MaMMUT run")
+        raise UserError(f"{run_dir} is a {resolved.recipe!r} run, not a MaMMUT run")
     model_dir = run_dir / MODEL_DIR
     if (model_dir / "config.json").is_file():
         model_cfg = MaMMUTConfig.from_dict(load_config_json(model_dir))
@@ -287,7 +269,7 @@ def load_run(run_dir: Path, *, device: str = "cpu") -> LoadedRun:
     try:
         load_weights(model, _weights_path(run_dir))
     except ValueError as err:
-        raise CliError(str(err)) from err
+        raise UserError(str(err)) from err
     model.to(device).eval()
     tokenizer_path = run_dir / TOKENIZER_NAME
     if tokenizer_path.is_file():
@@ -302,10 +284,10 @@ def load_run(run_dir: Path, *, device: str = "cpu") -> LoadedRun:
 
 
 def load_image_or_fail(transform: ImageTransform, path: Path) -> torch.Tensor:
-    """Transform one image file, turning every problem into a :class:`CliError`."""
+    """Transform one image file, turning every problem into a :class:`UserError`."""
     if not path.is_file():
-        raise CliError(f"image not found: {path}")
+        raise UserError(f"image not found: {path}")
     try:
         return transform(path)
     except BadRecordError as err:
-        raise CliError(str(err)) from err
+        raise UserError(str(err)) from err

@@ -1,0 +1,1 @@
+"""Experiments: whole recipes built from the library (models, data, train, eval)."""

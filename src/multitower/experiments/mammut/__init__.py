@@ -1,0 +1,1 @@
+"""MaMMUT on images: joint contrastive + captioning training, retrieval, captioning and VQA evaluation."""
