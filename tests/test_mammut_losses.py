@@ -19,15 +19,6 @@ from multitower.losses import caption_loss, contrastive_loss, focal_contrastive_
 WORLD = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids waiting on a second one on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def features(n: int, dim: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     img = F.normalize(torch.randn(n, dim, generator=gen, dtype=torch.float64), dim=-1)

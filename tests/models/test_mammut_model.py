@@ -18,15 +18,6 @@ CONFIG = MaMMUTConfig(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids waiting on a second one on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(config: MaMMUTConfig = CONFIG) -> MaMMUT:
     torch.manual_seed(0)
     model = MaMMUT(config).double().eval()

@@ -21,15 +21,6 @@ from multitower.train.trainer import TrainConfig, Trainer
 SEQ = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matmuls are fastest on one thread, and a busy second core makes OpenMP crawl.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(seed: int = 0) -> DecoderTower:
     torch.manual_seed(seed)
     return DecoderTower(

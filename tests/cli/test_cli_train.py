@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
 
 from multitower.cli.main import COMMANDS, main
@@ -19,14 +18,6 @@ train: {max_steps: 40, batch_size: 16, lr: 1.0e-2, warmup_steps: 5, log_every: 5
 model: {vocab_size: 13, d_model: 32, num_layers: 1, num_heads: 2, max_seq_len: 16}
 data: {num_sequences: 128, seq_len: 10, eval_sequences: 32}
 """
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

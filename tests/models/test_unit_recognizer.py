@@ -35,15 +35,6 @@ UNIT_VOCAB = 40  # speech-tower ids: 0 pad, 1 bos, 2 eos, units 3..39
 CHARS = "abcdefgh '"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matmuls are fastest on one thread, and a busy second core makes OpenMP crawl.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**overrides) -> UnitRecognizerConfig:
     fields = dict(
         unit_vocab_size=UNIT_VOCAB, num_chars=len(CHARS) + 1, d_model=32, num_layers=2, num_heads=4

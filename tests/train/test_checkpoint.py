@@ -29,14 +29,6 @@ from multitower.train.task import NextTokenTask
 from multitower.train.trainer import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cfg(**kw) -> DecoderConfig:
     return DecoderConfig(
         **{**dict(vocab_size=16, d_model=16, num_layers=1, num_heads=2, max_seq_len=16), **kw}

@@ -10,7 +10,7 @@ import pytest
 
 from multitower.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "zipper_speech_text_tiny.yaml"
 
 

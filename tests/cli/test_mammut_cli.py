@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
 
 from multitower.cli.main import main
@@ -29,15 +28,6 @@ TINY = {
     "loss": {"caption_weight": 2.0, "contrastive_weight": 1.0},
     "eval": {"batch_size": 4, "beam_size": 2, "max_caption_tokens": 8, "max_answer_tokens": 3},
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids waiting on a second one on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,6 @@ CONFIG = MaMMUTConfig(
 PREFIXES = [[1], [1, 5, 6, 7], [1, 8], [1, 9, 10]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids waiting on a second one on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(config: MaMMUTConfig = CONFIG, seed: int = 1) -> MaMMUT:
     torch.manual_seed(seed)
     model = MaMMUT(config).double().eval()
