@@ -24,17 +24,15 @@ The model returns features and logits; losses live in :mod:`multitower.losses`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from multitower.models.decoder import check_token_range
-from multitower.models.pretrained import dataclass_from_dict, register_model_type
 from multitower.models.vit import ViT, ViTConfig
 from multitower.nn import CrossAttentionBlock, TransformerStack, check_heads, make_norm
 from multitower.nn.init import init_transformer_
@@ -144,22 +142,6 @@ class MaMMUTConfig:
     @property
     def mlp_hidden(self) -> int:
         return int(self.mlp_ratio * self.d_model)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MaMMUTConfig:
-        """Rebuild a config from ``dataclasses.asdict`` output (e.g. ``config.json``).
-
-        Raises:
-            ValueError: unknown keys (named) or invalid values.
-        """
-        fields = {k: v for k, v in data.items() if k != "model_type"}
-        if isinstance(fields.get("vision"), Mapping):
-            fields["vision"] = dataclass_from_dict(
-                ViTConfig, fields["vision"], "MaMMUTConfig.vision"
-            )
-        if fields.get("cross_attn_layers") is not None:
-            fields["cross_attn_layers"] = tuple(fields["cross_attn_layers"])
-        return dataclass_from_dict(cls, fields, "MaMMUTConfig")
 
 
 class ImageKV(NamedTuple):
@@ -468,6 +450,3 @@ class MaMMUT(nn.Module):
     @property
     def caches_enabled(self) -> bool:
         return self.blocks.caches_enabled
-
-
-register_model_type(MaMMUT, MaMMUTConfig.from_dict)
