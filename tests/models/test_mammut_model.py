@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from multitower.models.io import load_weights, save_model
+from multitower.config import build_dataclass
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
+from multitower.models.pretrained import load_pretrained, save_pretrained
 from multitower.models.vit import ViT, ViTConfig
 
 VISION = ViTConfig(image_size=16, patch_size=4, d_model=24, num_layers=2, num_heads=2)
@@ -95,8 +96,8 @@ def test_config_validation_names_the_field():
         dataclasses.replace(CONFIG, eos_id=40)
     with pytest.raises(ValueError, match="head_dim"):
         dataclasses.replace(CONFIG, d_model=36, num_heads=4)
-    with pytest.raises(ValueError, match="unknown key"):
-        MaMMUTConfig.from_dict({**dataclasses.asdict(CONFIG), "depth": 3})
+    with pytest.raises(ValueError, match="depth: unknown key"):
+        build_dataclass(MaMMUTConfig, {**dataclasses.asdict(CONFIG), "depth": 3}, "")
 
 
 # -- contrastive pass ---------------------------------------------------------------------------
@@ -209,11 +210,8 @@ def test_logit_scale_is_clamped():
 
 def test_save_and_reload(tmp_path):
     model = make_model().float()
-    save_model(model, tmp_path)
-    from multitower.models.io import load_config_json
-
-    again = MaMMUT(MaMMUTConfig.from_dict(load_config_json(tmp_path)))
-    load_weights(again, tmp_path)
+    save_pretrained(model, tmp_path)
+    again = load_pretrained(tmp_path, MaMMUT)
     x, tokens = images(1).float(), torch.tensor([[1, 5, 6]])
     torch.testing.assert_close(
         again.caption_logits(again.image_tokens(x), tokens),

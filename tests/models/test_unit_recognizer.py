@@ -387,7 +387,7 @@ def test_load_rejects_other_models(tmp_path):
     tower = DecoderTower(DecoderConfig(vocab_size=16, d_model=16, num_layers=1, num_heads=2))
     save_model(tower, tmp_path / "tower")
     (tmp_path / "tower" / "alphabet.json").write_text(json.dumps(CharAlphabet(["a"]).to_dict()))
-    with pytest.raises(ValueError, match="'DecoderTower', expected 'UnitRecognizer'"):
+    with pytest.raises(ValueError, match="'DecoderTower' checkpoint, expected 'UnitRecognizer'"):
         load_recognizer(tmp_path / "tower")
     save_model(tiny_model(), tmp_path / "no_alphabet")
     with pytest.raises(FileNotFoundError, match=r"alphabet\.json"):

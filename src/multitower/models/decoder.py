@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitower.nn import TransformerBlock, check_heads, make_norm
-from multitower.nn.block import remove_block_caches, reset_block_caches, setup_block_caches
+from multitower.nn import TransformerStack, check_heads, make_norm
 from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
@@ -88,15 +87,13 @@ class DecoderTower(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                config.d_model,
-                config.num_heads,
-                config.mlp_hidden,
-                norm=config.norm,
-                rope_base=config.rope_base,
-            )
-            for _ in range(config.num_layers)
+        self.blocks = TransformerStack(
+            config.num_layers,
+            config.d_model,
+            config.num_heads,
+            config.mlp_hidden,
+            norm=config.norm,
+            rope_base=config.rope_base,
         )
         self.norm = make_norm(config.norm, config.d_model)
         self.init_weights()
@@ -140,19 +137,19 @@ class DecoderTower(nn.Module):
         """Preallocate a KV cache of ``max_len`` slots per layer for ``batch`` sequences."""
         dtype = dtype or self.embed.weight.dtype
         device = device or self.embed.weight.device
-        setup_block_caches(self.blocks, batch, max_len, dtype=dtype, device=device)
+        self.blocks.setup_caches(batch, max_len, dtype=dtype, device=device)
 
     def reset_caches(self) -> None:
         """Zero every KV cache (keeps the allocation)."""
-        reset_block_caches(self.blocks)
+        self.blocks.reset_caches()
 
     def remove_caches(self) -> None:
         """Drop the KV caches: forward runs on whole sequences again."""
-        remove_block_caches(self.blocks)
+        self.blocks.remove_caches()
 
     @property
     def caches_enabled(self) -> bool:
-        return self.blocks[0].attn.kv_cache is not None
+        return self.blocks.caches_enabled
 
     def forward(
         self,
@@ -184,6 +181,5 @@ class DecoderTower(nn.Module):
                 f"sequence length {tokens.shape[1]} exceeds max_seq_len={self.config.max_seq_len}"
             )
         h = self.embed_tokens(tokens)  # (B, T, D)
-        for block in self.blocks:
-            h = block(h, positions=positions, causal=causal, key_padding_mask=key_padding_mask)
+        h = self.blocks(h, positions=positions, causal=causal, key_padding_mask=key_padding_mask)
         return self.head(h)

@@ -1,8 +1,8 @@
 """MaMMUT: one ViT image encoder and one text decoder used in two passes (arXiv 2303.16839).
 
-The text decoder is a stack of pre-norm :class:`~multitower.nn.TransformerBlock`
-layers; after some of them (every ``cross_attn_every``-th, or an explicit list)
-sits a pre-norm residual cross-attention to the image tokens. The same weights
+The text decoder is a :class:`~multitower.nn.TransformerStack` of pre-norm blocks;
+after some of them (every ``cross_attn_every``-th, or an explicit list) sits a
+pre-norm residual :class:`~multitower.nn.CrossAttentionBlock` to the image tokens. The same weights
 serve both passes (spec, "Two passes through the same decoder")::
 
                               ┌──────── contrastive pass ────────┐ ┌──────── generative pass ────────┐
@@ -24,19 +24,17 @@ The model returns features and logits; losses live in :mod:`multitower.losses`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from multitower.models.decoder import check_token_range
-from multitower.models.pretrained import dataclass_from_dict, register_model_type
 from multitower.models.vit import ViT, ViTConfig
-from multitower.nn import CrossAttention, TransformerBlock, check_heads, make_norm
-from multitower.nn.block import remove_block_caches, reset_block_caches, setup_block_caches
+from multitower.nn import CrossAttentionBlock, TransformerStack, check_heads, make_norm
 from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
@@ -145,22 +143,6 @@ class MaMMUTConfig:
     def mlp_hidden(self) -> int:
         return int(self.mlp_ratio * self.d_model)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MaMMUTConfig:
-        """Rebuild a config from ``dataclasses.asdict`` output (e.g. ``config.json``).
-
-        Raises:
-            ValueError: unknown keys (named) or invalid values.
-        """
-        fields = {k: v for k, v in data.items() if k != "model_type"}
-        if isinstance(fields.get("vision"), Mapping):
-            fields["vision"] = dataclass_from_dict(
-                ViTConfig, fields["vision"], "MaMMUTConfig.vision"
-            )
-        if fields.get("cross_attn_layers") is not None:
-            fields["cross_attn_layers"] = tuple(fields["cross_attn_layers"])
-        return dataclass_from_dict(cls, fields, "MaMMUTConfig")
-
 
 class ImageKV(NamedTuple):
     """Cross-attention keys and values of a batch of images, one pair per cross layer.
@@ -209,18 +191,6 @@ class MaMMUTOutput(NamedTuple):
     logit_scale: torch.Tensor
 
 
-class CrossAttentionLayer(nn.Module):
-    """Pre-norm residual cross-attention to image tokens: ``x + attn(norm(x), k, v)``."""
-
-    def __init__(self, d_model: int, num_heads: int, d_source: int, *, norm: str) -> None:
-        super().__init__()
-        self.norm = make_norm(norm, d_model)
-        self.attn = CrossAttention(d_model, num_heads, d_source=d_source)
-
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return x + self.attn(self.norm(x), k, v, None)
-
-
 class MaMMUT(nn.Module):
     """Image encoder + two-pass text decoder (see the module docstring)."""
 
@@ -231,15 +201,17 @@ class MaMMUT(nn.Module):
         self.vision = ViT(config.vision)
         self.image_proj = nn.Linear(dv, config.embed_dim, bias=False)
         self.embed = nn.Embedding(config.vocab_size, d)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                d, config.num_heads, config.mlp_hidden, norm=config.norm, rope_base=config.rope_base
-            )
-            for _ in range(config.num_layers)
+        self.blocks = TransformerStack(
+            config.num_layers,
+            d,
+            config.num_heads,
+            config.mlp_hidden,
+            norm=config.norm,
+            rope_base=config.rope_base,
         )
         self.cross = nn.ModuleDict(
             {
-                str(i): CrossAttentionLayer(d, config.num_heads, dv, norm=config.norm)
+                str(i): CrossAttentionBlock(d, config.num_heads, dv, norm=config.norm)
                 for i in config.cross_layers
             }
         )
@@ -313,12 +285,21 @@ class MaMMUT(nn.Module):
         ``image=None`` switches every cross-attention layer off.
         """
         h = self.embed(tokens)  # (B, T, D)
-        kv = {} if image is None else dict(zip(image.layers, zip(image.keys, image.values)))
-        for i, block in enumerate(self.blocks):
-            h = block(h, positions=positions, causal=causal, key_padding_mask=key_padding_mask)
-            if i in kv:
-                k, v = kv[i]
-                h = self.cross[str(i)](h, k, v)  # (B, T, D)
+        cross = (
+            {}
+            if image is None
+            else {
+                i: partial(self.cross[str(i)], k=k, v=v)
+                for i, k, v in zip(image.layers, image.keys, image.values)
+            }
+        )
+        h = self.blocks(
+            h,
+            positions=positions,
+            causal=causal,
+            key_padding_mask=key_padding_mask,
+            after_block=cross,
+        )  # (B, T, D)
         return self.norm(h)
 
     def encode_text(
@@ -452,27 +433,20 @@ class MaMMUT(nn.Module):
             )
         dtype = dtype or self.embed.weight.dtype
         device = device or self.embed.weight.device
-        setup_block_caches(self.blocks, batch, max_len, dtype=dtype, device=device)
+        self.blocks.setup_caches(batch, max_len, dtype=dtype, device=device)
 
     def reset_caches(self) -> None:
         """Zero every KV cache (keeps the allocation)."""
-        reset_block_caches(self.blocks)
+        self.blocks.reset_caches()
 
     def remove_caches(self) -> None:
         """Drop the KV caches: the decoder runs on whole sequences again."""
-        remove_block_caches(self.blocks)
+        self.blocks.remove_caches()
 
     def reorder_caches(self, index: torch.Tensor) -> None:
         """Reorder the batch rows of every KV cache: row ``i`` becomes old row ``index[i]``."""
-        for block in self.blocks:
-            cache = block.attn.kv_cache
-            if cache is not None:
-                cache.k.copy_(cache.k.index_select(0, index))
-                cache.v.copy_(cache.v.index_select(0, index))
+        self.blocks.reorder_caches(index)
 
     @property
     def caches_enabled(self) -> bool:
-        return self.blocks[0].attn.kv_cache is not None
-
-
-register_model_type(MaMMUT, MaMMUTConfig.from_dict)
+        return self.blocks.caches_enabled

@@ -1,83 +1,68 @@
-"""Build and load models from ``config.json`` + ``model.safetensors`` directories.
+"""The model registry, and building and loading models from ``config.json`` + ``model.safetensors``.
 
-``config.json`` carries ``model_type`` (the class name); loading checks it, so a
-checkpoint of another model is refused with a clear message instead of being
-loaded into the wrong architecture. Nothing here unpickles anything.
+:data:`MODEL_TYPES` is the one list of every model the project saves: ``model_type``
+(the class name written into ``config.json`` by :func:`save_pretrained`) -> (model
+class, config class). It is written out here, not filled by imports of the model
+modules, so :func:`load_pretrained` knows every type in a fresh process. A new
+saved model adds one line to it.
+
+Config dicts become config dataclasses through :func:`multitower.config.build_dataclass`
+(nested configs, tuples and every unknown, missing or mistyped key reported by
+name). Loading checks ``model_type``, so a checkpoint of another model is refused
+with a clear message instead of being loaded into the wrong architecture. Nothing
+here unpickles anything.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import nn
 
+from multitower.config import ConfigError, build_dataclass
 from multitower.models.baseline import VocabExpansionConfig, VocabExpansionLM
 from multitower.models.decoder import DecoderConfig, DecoderTower
-from multitower.models.io import load_config_json, load_weights, save_model
+from multitower.models.io import CONFIG_NAME, load_config_json, load_weights, save_model
+from multitower.models.mammut import MaMMUT, MaMMUTConfig
+from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
 from multitower.models.zipper import Zipper, ZipperConfig
 
-C = TypeVar("C")
-
-
-def dataclass_from_dict(cls: type[C], data: Mapping[str, Any], where: str) -> C:
-    """Build the frozen config dataclass ``cls`` from a JSON dict, naming unknown keys."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    try:
-        return cls(**data)
-    except TypeError as err:  # a missing required field
-        raise ValueError(f"{where}: {err}") from err
-
-
-def _decoder(data: Mapping[str, Any]) -> DecoderConfig:
-    return dataclass_from_dict(DecoderConfig, data, "DecoderConfig")
-
-
-def _zipper(data: Mapping[str, Any]) -> ZipperConfig:
-    fields = dict(data)
-    towers = fields.pop("towers", None)
-    if not isinstance(towers, Mapping):
-        raise ValueError("ZipperConfig: 'towers' must be a mapping of tower name -> decoder config")
-    fields["towers"] = {name: _decoder(cfg) for name, cfg in towers.items()}
-    return dataclass_from_dict(ZipperConfig, fields, "ZipperConfig")
-
-
-def _baseline(data: Mapping[str, Any]) -> VocabExpansionConfig:
-    fields = dict(data)
-    fields["tower"] = _decoder(fields.get("tower", {}))
-    return dataclass_from_dict(VocabExpansionConfig, fields, "VocabExpansionConfig")
-
-
-MODEL_TYPES: dict[str, tuple[type[nn.Module], Callable[[Mapping[str, Any]], Any]]] = {
-    "DecoderTower": (DecoderTower, _decoder),
-    "Zipper": (Zipper, _zipper),
-    "VocabExpansionLM": (VocabExpansionLM, _baseline),
+MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
+    "DecoderTower": (DecoderTower, DecoderConfig),
+    "Zipper": (Zipper, ZipperConfig),
+    "VocabExpansionLM": (VocabExpansionLM, VocabExpansionConfig),
+    "MaMMUT": (MaMMUT, MaMMUTConfig),
+    "UnitRecognizer": (UnitRecognizer, UnitRecognizerConfig),
 }
 
 
-def register_model_type(
-    cls: type[nn.Module], config_from_dict: Callable[[Mapping[str, Any]], Any]
-) -> None:
-    """Make ``load_pretrained`` able to build ``cls`` (used by models defined elsewhere)."""
-    MODEL_TYPES[cls.__name__] = (cls, config_from_dict)
+def build_from_config_dict(data: Mapping[str, Any], *, source: str = CONFIG_NAME) -> nn.Module:
+    """A freshly initialised model from a ``config.json`` dict (with ``model_type``).
 
+    Args:
+        data: the config fields plus ``"model_type"``.
+        source: where ``data`` comes from, quoted in errors.
 
-def build_from_config_dict(data: Mapping[str, Any]) -> nn.Module:
-    """A freshly initialised model from a ``config.json`` dict (with ``model_type``)."""
+    Raises:
+        ConfigError: an unknown ``model_type`` (the known ones are listed) or config
+            fields that do not fit its config class (each bad key is named).
+    """
     fields = dict(data)
     model_type = fields.pop("model_type", None)
     if model_type not in MODEL_TYPES:
-        raise ValueError(
-            f"config.json: model_type {model_type!r} is not known; allowed: {sorted(MODEL_TYPES)}"
+        raise ConfigError(
+            f"{source}: model_type {model_type!r} is not known; "
+            f"known model types: {', '.join(sorted(MODEL_TYPES))}"
         )
-    cls, from_dict = MODEL_TYPES[model_type]
-    return cls(from_dict(fields))  # type: ignore[call-arg]
+    cls, config_cls = MODEL_TYPES[model_type]
+    try:
+        config = build_dataclass(config_cls, fields, "")
+    except ConfigError as err:
+        raise ConfigError([f"{source}: {model_type}: {line}" for line in err.problems]) from err
+    return cls(config)  # type: ignore[call-arg]
 
 
 M = TypeVar("M", bound=nn.Module)
@@ -92,8 +77,9 @@ def load_pretrained(directory: str | os.PathLike[str], expected: type[M] | None 
 
     Raises:
         FileNotFoundError: a missing file.
-        ValueError: another model type, an unknown config key, or weights whose keys
-            or shapes do not match the config (every difference is listed).
+        ValueError: another model type, an unknown model type, a config key that is
+            unknown, missing or of the wrong type (a :class:`ConfigError`), or weights
+            whose keys or shapes do not match the config (every difference is listed).
     """
     data = load_config_json(directory)
     if expected is not None and data.get("model_type") != expected.__name__:
@@ -101,7 +87,7 @@ def load_pretrained(directory: str | os.PathLike[str], expected: type[M] | None 
             f"{directory} holds a {data.get('model_type')!r} checkpoint, expected "
             f"{expected.__name__!r}"
         )
-    model = build_from_config_dict(data)
+    model = build_from_config_dict(data, source=str(Path(directory) / CONFIG_NAME))
     load_weights(model, Path(directory))
     return model  # type: ignore[return-value]
 

@@ -5,7 +5,7 @@ of a separate recogniser's transcript against the input text. Here speech is a
 sequence of discrete units, so the recogniser reads units directly::
 
     units (B, T) --embed--> (B, T, D)
-        --> num_layers x bidirectional pre-norm TransformerBlock (padding masked, rotary)
+        --> TransformerStack: num_layers bidirectional pre-norm blocks (padding masked, rotary)
         --> norm --> upsample_proj: Linear(D, U*D) --> reshape (B, T*U, D) --> GELU
         --> head: Linear(D, C) --> log_softmax --> log_probs (B, T*U, C)
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multitower.models.decoder import check_token_range
-from multitower.nn import TransformerBlock, check_heads, make_norm
+from multitower.nn import TransformerStack, check_heads, make_norm
 from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
@@ -105,15 +105,13 @@ class UnitRecognizer(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.unit_vocab_size, config.d_model)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                config.d_model,
-                config.num_heads,
-                config.mlp_hidden,
-                norm=config.norm,
-                rope_base=config.rope_base,
-            )
-            for _ in range(config.num_layers)
+        self.blocks = TransformerStack(
+            config.num_layers,
+            config.d_model,
+            config.num_heads,
+            config.mlp_hidden,
+            norm=config.norm,
+            rope_base=config.rope_base,
         )
         self.norm = make_norm(config.norm, config.d_model)
         self.upsample_proj = nn.Linear(config.d_model, config.upsample * config.d_model)
@@ -175,8 +173,7 @@ class UnitRecognizer(nn.Module):
             torch.arange(T, device=units.device)[None, :] < lengths[:, None]
         )  # (B, T)
         x = self.embed(units)  # (B, T, D)
-        for block in self.blocks:
-            x = block(x, causal=False, key_padding_mask=key_padding_mask)  # (B, T, D)
+        x = self.blocks(x, causal=False, key_padding_mask=key_padding_mask)  # (B, T, D)
         x = self.upsample_proj(self.norm(x))  # (B, T, U*D)
         x = F.gelu(x.view(B, T * cfg.upsample, cfg.d_model), approximate="tanh")  # (B, T*U, D)
         log_probs = F.log_softmax(self.head(x).float(), dim=-1)  # (B, T*U, C)

@@ -6,6 +6,7 @@ Plain torch, no torchvision::
       -> patch embedding: Conv2d(kernel = stride = patch_size)   (B, D, S/p, S/p)
       -> flatten to patch tokens + learned position embedding     (B, N, D), N = (S/p)^2
       -> num_layers pre-norm blocks:  x + attn(norm(x)),  x + mlp(norm(x))
+         (a bidirectional TransformerStack with biases and no rotary positions)
       -> final norm                                               (B, N, D)
 
 There is no class token: MaMMUT pools the image embedding as the mean of the
@@ -19,11 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from multitower.nn import MLP, check_heads, make_norm
-from multitower.nn.attention import merge_heads, split_heads
+from multitower.nn import TransformerStack, check_heads, make_norm
 from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
@@ -82,41 +81,6 @@ class ViTConfig:
         return int(self.mlp_ratio * self.d_model)
 
 
-class ViTAttention(nn.Module):
-    """Bidirectional multi-head self-attention without positions of its own."""
-
-    def __init__(self, d_model: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        check_heads(d_model, num_heads)
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, N, Dh)
-        k = split_heads(self.k_proj(x), self.num_heads)  # (B, H, N, Dh)
-        v = split_heads(self.v_proj(x), self.num_heads)  # (B, H, N, Dh)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, Dh)
-        return self.out_proj(merge_heads(out))  # (B, N, D)
-
-
-class ViTBlock(nn.Module):
-    """Pre-norm encoder block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
-
-    def __init__(self, d_model: int, num_heads: int, mlp_hidden: int, *, norm: str) -> None:
-        super().__init__()
-        self.norm_attn = make_norm(norm, d_model)
-        self.attn = ViTAttention(d_model, num_heads)
-        self.norm_mlp = make_norm(norm, d_model)
-        self.mlp = MLP(d_model, mlp_hidden, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm_attn(x))
-        return x + self.mlp(self.norm_mlp(x))
-
-
 class ViT(nn.Module):
     """``images (B, C, S, S) -> patch tokens (B, N, D)`` (see the module docstring)."""
 
@@ -128,9 +92,15 @@ class ViT(nn.Module):
             config.channels, d, kernel_size=config.patch_size, stride=config.patch_size
         )
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches, d))
-        self.blocks = nn.ModuleList(
-            ViTBlock(d, config.num_heads, config.mlp_hidden, norm=config.norm)
-            for _ in range(config.num_layers)
+        # Biases everywhere and no rotary positions, as the original ViT.
+        self.blocks = TransformerStack(
+            config.num_layers,
+            d,
+            config.num_heads,
+            config.mlp_hidden,
+            norm=config.norm,
+            rope_base=None,
+            bias=True,
         )
         self.norm = make_norm(config.norm, d)
         self.init_weights()
@@ -171,6 +141,5 @@ class ViT(nn.Module):
         x = self.patch_embed(images.to(self.patch_embed.weight.dtype))  # (B, D, S/p, S/p)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D), patches in row-major order
         x = x + self.pos_embed  # (B, N, D)
-        for block in self.blocks:
-            x = block(x)
+        x = self.blocks(x, causal=False)  # (B, N, D)
         return self.norm(x)

@@ -1,7 +1,7 @@
 """Config-free building blocks shared by every model."""
 
 from multitower.nn.attention import CrossAttention, SelfAttention, check_heads
-from multitower.nn.block import TransformerBlock
+from multitower.nn.block import CrossAttentionBlock, TransformerBlock, TransformerStack
 from multitower.nn.gated import GatedCrossAttentionBlock
 from multitower.nn.kv_cache import CrossKVCache, KVCache
 from multitower.nn.mlp import MLP
@@ -11,6 +11,7 @@ from multitower.nn.rotary import Rotary
 __all__ = [
     "MLP",
     "CrossAttention",
+    "CrossAttentionBlock",
     "CrossKVCache",
     "GatedCrossAttentionBlock",
     "KVCache",
@@ -18,6 +19,7 @@ __all__ = [
     "Rotary",
     "SelfAttention",
     "TransformerBlock",
+    "TransformerStack",
     "check_heads",
     "make_norm",
 ]

@@ -1,8 +1,9 @@
 """Self- and cross-attention on ``F.scaled_dot_product_attention``.
 
-Self-attention applies rotary positions from explicit per-token positions and can
-run causally (decoder), bidirectionally with a padding mask (MaMMUT's contrastive
-pass), or against a preallocated :class:`~multitower.nn.kv_cache.KVCache`.
+Self-attention applies rotary positions from explicit per-token positions (or none,
+for the ViT, whose positions are a learned embedding) and can run causally
+(decoder), bidirectionally with a padding mask (MaMMUT's contrastive pass, the unit
+recogniser, the ViT), or against a preallocated :class:`~multitower.nn.kv_cache.KVCache`.
 Cross-attention takes a boolean visibility mask; a query row that sees no key gets
 an output of exactly zero instead of the NaN an all-masked softmax would give.
 """
@@ -42,10 +43,22 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with rotary positions and an optional KV cache."""
+    """Multi-head self-attention with rotary positions and an optional KV cache.
+
+    Args:
+        d_model: width ``D``; ``num_heads`` must divide it.
+        num_heads: attention heads ``H``.
+        rope_base: rotary base, or None for no rotary positions (the ViT).
+        bias: biases on the four projections.
+    """
 
     def __init__(
-        self, d_model: int, num_heads: int, *, rope_base: float = 10000.0, bias: bool = False
+        self,
+        d_model: int,
+        num_heads: int,
+        *,
+        rope_base: float | None = 10000.0,
+        bias: bool = False,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -54,7 +67,7 @@ class SelfAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.rotary = Rotary(self.head_dim, rope_base)
+        self.rotary = None if rope_base is None else Rotary(self.head_dim, rope_base)
         self.kv_cache: KVCache | None = None
 
     def setup_cache(
@@ -75,18 +88,20 @@ class SelfAttention(nn.Module):
         """Attend over ``x`` ``(B, T, D)``.
 
         Args:
-            positions: ``(B, T)`` token positions; default ``arange(T)``. With a KV
-                cache they are also the cache slots written, and a query at position
-                p sees cache slots ``<= p``.
+            positions: ``(B, T)`` token positions (rotation angles, unused without
+                rotary); default ``arange(T)``. With a KV cache they are also the cache
+                slots written, and a query at position p sees cache slots ``<= p``.
             causal: causal mask (ignored with a cache, which is always causal).
             key_padding_mask: ``(B, T)`` True for real tokens (no-cache path only).
         """
         B, T, _ = x.shape
         if positions is None:
             positions = torch.arange(T, device=x.device).expand(B, T)
-        q = self.rotary(split_heads(self.q_proj(x), self.num_heads), positions)  # (B, H, T, Dh)
-        k = self.rotary(split_heads(self.k_proj(x), self.num_heads), positions)  # (B, H, T, Dh)
+        q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, T, Dh)
+        k = split_heads(self.k_proj(x), self.num_heads)  # (B, H, T, Dh)
         v = split_heads(self.v_proj(x), self.num_heads)  # (B, H, T, Dh)
+        if self.rotary is not None:
+            q, k = self.rotary(q, positions), self.rotary(k, positions)  # (B, H, T, Dh)
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(positions, k, v)  # (B, H, S, Dh)
             slots = torch.arange(k.shape[2], device=x.device)

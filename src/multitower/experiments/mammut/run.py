@@ -38,8 +38,9 @@ from multitower.experiments.mammut.data import build_tokenizer, load_records
 from multitower.experiments.mammut.task import MaMMUTComponents, MaMMUTEvalConfig, build_components
 from multitower.experiments.recipes import ResolvedConfig, resolve_config
 from multitower.io import write_text_atomic
-from multitower.models.io import WEIGHTS_NAME, load_config_json, load_weights, save_model
-from multitower.models.mammut import MaMMUT, MaMMUTConfig
+from multitower.models.io import CONFIG_NAME, WEIGHTS_NAME, load_weights, save_model
+from multitower.models.mammut import MaMMUT
+from multitower.models.pretrained import load_pretrained
 from multitower.train.checkpoint import find_latest_valid, list_checkpoints
 from multitower.train.trainer import Trainer
 
@@ -261,15 +262,15 @@ def load_run(run_dir: Path, *, device: str = "cpu") -> LoadedRun:
     if resolved.recipe != "mammut":
         raise UserError(f"{run_dir} is a {resolved.recipe!r} run, not a MaMMUT run")
     model_dir = run_dir / MODEL_DIR
-    if (model_dir / "config.json").is_file():
-        model_cfg = MaMMUTConfig.from_dict(load_config_json(model_dir))
-    else:
-        model_cfg = resolved.sections["model"]
-    model = MaMMUT(model_cfg)
     try:
-        load_weights(model, _weights_path(run_dir))
+        if (model_dir / CONFIG_NAME).is_file() and (model_dir / WEIGHTS_NAME).is_file():
+            model = load_pretrained(model_dir, MaMMUT)
+        else:
+            model = MaMMUT(resolved.sections["model"])
+            load_weights(model, _weights_path(run_dir))
     except ValueError as err:
         raise UserError(str(err)) from err
+    model_cfg = model.config
     model.to(device).eval()
     tokenizer_path = run_dir / TOKENIZER_NAME
     if tokenizer_path.is_file():

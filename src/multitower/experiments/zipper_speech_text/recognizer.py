@@ -33,8 +33,8 @@ from multitower.data.charset import CharAlphabet
 from multitower.generation.ctc import greedy_decode
 from multitower.io import write_text_atomic
 from multitower.losses import ctc_loss
-from multitower.models.io import load_config_json, load_weights, save_model
-from multitower.models.pretrained import dataclass_from_dict
+from multitower.models.io import save_model
+from multitower.models.pretrained import load_pretrained
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
 from multitower.train.task import LossOutput
 from multitower.train.trainer import EvalFn, TrainConfig, Trainer
@@ -339,13 +339,8 @@ def load_recognizer(
             named), has unknown keys, or the weights or alphabet do not fit the config.
     """
     directory = Path(directory)
-    data = load_config_json(directory)
-    model_type = data.pop("model_type", None)
-    if model_type != MODEL_TYPE:
-        raise ValueError(
-            f"{directory / 'config.json'} holds model_type {model_type!r}, expected {MODEL_TYPE!r}"
-        )
-    config = dataclass_from_dict(UnitRecognizerConfig, data, str(directory / "config.json"))
+    model = load_pretrained(directory, UnitRecognizer)
+    config = model.config
     alphabet_path = directory / ALPHABET_NAME
     if not alphabet_path.is_file():
         raise FileNotFoundError(f"no {ALPHABET_NAME} in {directory}")
@@ -358,6 +353,4 @@ def load_recognizer(
             f"{alphabet_path} has {alphabet.num_classes} classes but the model has "
             f"num_chars={config.num_chars}"
         )
-    model = UnitRecognizer(config)
-    load_weights(model, directory)
     return model.to(device).eval(), alphabet
