@@ -338,6 +338,14 @@ class Zipper(nn.Module):
     def block(self, point: FusionPoint) -> GatedCrossAttentionBlock:
         return self.fusion["xattn"][point.key][str(point.depth)]  # type: ignore[return-value]
 
+    def fusion_parameters(self) -> list[nn.Parameter]:
+        """Every parameter Zipper adds to the towers: those of the ``fusion`` modules."""
+        return list(self.fusion.parameters())
+
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The tanh-gate scalars of every gated cross-attention block."""
+        return [g for p in self.points for g in self.block(p).gate_parameters()]
+
     def freeze_towers(self, names: Iterable[str]) -> None:
         """Stop gradients to the named towers' own parameters (fusion stays trainable)."""
         for name in names:
