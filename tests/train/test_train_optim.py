@@ -12,7 +12,7 @@ from multitower.train.optim import WarmupCosine, build_optimizer, lr_factor, par
 
 
 class _Fused(nn.Module):
-    """Names like Zipper's: tower weights, a norm, biases, fusion gates, a frozen part."""
+    """Like Zipper: tower weights, a norm, biases, fusion modules with a gate, a frozen part."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -25,6 +25,12 @@ class _Fused(nn.Module):
         self.fusion.norm_q = nn.RMSNorm(4)  # norm in the fusion (no decay, fusion lr)
         self.frozen = nn.Linear(4, 4)
         self.frozen.requires_grad_(False)
+
+    def fusion_parameters(self) -> list[nn.Parameter]:
+        return list(self.fusion.parameters())
+
+    def gate_parameters(self) -> list[nn.Parameter]:
+        return [self.fusion.gate_attn]
 
 
 def _names(model: nn.Module, group: dict) -> set[str]:

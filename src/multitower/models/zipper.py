@@ -12,7 +12,8 @@ Each modality has its own pre-trained :class:`DecoderTower`. Zipper adds, under 
 
 Towers advance block by block; a fusion block at depth k of ``q`` reads ``s``'s
 state after ``l`` blocks *before* ``s``'s own fusion blocks at that depth ran, so
-both directions are well defined::
+both directions are well defined (the order is computed once per set of running
+towers by :func:`fusion_schedule`)::
 
     text   : emb -> proj -> [blk1] -> [blk2] -(x<-speech@2)-> [blk3] -> [blk4] -(x<-speech@4)-> head
                                         |  ^                              |  ^
@@ -26,6 +27,7 @@ runs, so one tower can generate while reading everything the others produced.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -127,6 +129,141 @@ def fusion_points(config: ZipperConfig) -> list[FusionPoint]:
     return points
 
 
+@dataclass(frozen=True)
+class RunLayers:
+    """Run blocks ``start .. stop - 1`` (0-based) of ``tower``: its depth goes from
+    ``start`` to ``stop``."""
+
+    tower: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class ShareState:
+    """``tower``'s hidden state after ``depth`` blocks becomes readable by ``readers``.
+
+    Kept for the rest of the call; with caches set up it is also appended to every
+    reader's cross-attention cache (readers whose query tower is not running too).
+    """
+
+    tower: str
+    depth: int
+    readers: tuple[FusionPoint, ...]
+
+
+@dataclass(frozen=True)
+class CrossAttend:
+    """Apply the gated cross-attention block of ``point`` to its query tower's state."""
+
+    point: FusionPoint
+
+
+FusionOp = RunLayers | ShareState | CrossAttend
+
+
+def _tower_program(tower: str, num_layers: int, points: list[FusionPoint]) -> list[FusionOp]:
+    """One tower's own ops in order: at every depth, share the state (if read), then
+    cross-attend (if a fusion block sits there), then run the next block."""
+    readers: dict[int, list[FusionPoint]] = {}
+    blocks_at: dict[int, list[FusionPoint]] = {}
+    for p in points:
+        if p.source == tower:
+            readers.setdefault(p.source_depth, []).append(p)
+        if p.query == tower:
+            blocks_at.setdefault(p.depth, []).append(p)
+    program: list[FusionOp] = []
+    for depth in range(num_layers + 1):
+        if depth > 0:
+            program.append(RunLayers(tower, depth - 1, depth))
+        if depth in readers:
+            program.append(ShareState(tower, depth, tuple(readers[depth])))
+        program.extend(CrossAttend(p) for p in blocks_at.get(depth, []))
+    return program
+
+
+def fusion_schedule(config: ZipperConfig, active: Iterable[str]) -> list[FusionOp]:
+    """The order in which :meth:`Zipper.forward` runs the ``active`` towers' blocks.
+
+    Each active tower has its own program (:func:`_tower_program`). First every
+    tower shares its embedding (depth 0) where it is read; then the towers take
+    turns in config order; in its turn a tower runs its program until it reaches a
+    :class:`CrossAttend` whose source tower is active but has not yet shared the
+    state it reads, then the next tower goes. A source tower that is not active is
+    never waited for: its block reads the cross-attention cache (or nothing).
+    Consecutive blocks of one tower are merged into one :class:`RunLayers`.
+
+    Text (2 blocks) and speech (4 blocks), ``cross_attention_every=1``: text's fusion
+    block at depth ``k`` reads speech at depth ``2k``, speech's at depth ``k`` reads
+    text at ``round(k / 2)`` (halves up). ``share@d``: :class:`ShareState` after ``d``
+    blocks; ``x<-s@d``: :class:`CrossAttend` reading tower ``s`` after ``d`` blocks::
+
+        turn  text                              speech
+        1     blk0, share@1, wait
+        2                                       blk0, x<-text@1, blk1, share@2,
+                                                x<-text@1, blk2, wait
+        3     x<-speech@2, blk1, share@2, wait
+        4                                       x<-text@2, blk3, share@4, x<-text@2
+        5     x<-speech@4
+
+    A shared state is the output of a :class:`RunLayers`, so every fusion block
+    reads its source *before* the source's own fusion blocks at that depth ran.
+
+    Args:
+        config: the Zipper config (towers, intervals).
+        active: names of the towers that run (any order; run in config order).
+
+    Returns:
+        The ops; flattening every :class:`RunLayers` gives each active tower's
+        blocks exactly once, in order.
+
+    Raises:
+        ValueError: an unknown tower name.
+    """
+    wanted = set(active)
+    unknown = sorted(wanted - set(config.towers))
+    if unknown:
+        raise ValueError(f"unknown tower(s) {unknown}; allowed: {list(config.towers)}")
+    order = [t for t in config.towers if t in wanted]
+    points = fusion_points(config)
+    programs = {t: deque(_tower_program(t, config.towers[t].num_layers, points)) for t in order}
+    shared: set[tuple[str, int]] = set()
+
+    def waits(op: FusionOp) -> bool:
+        if not isinstance(op, CrossAttend):
+            return False
+        p = op.point
+        return p.source in wanted and (p.source, p.source_depth) not in shared
+
+    ops: list[FusionOp] = []
+    for t in order:  # the embeddings exist before any tower takes its turn
+        first = programs[t][0] if programs[t] else None
+        if isinstance(first, ShareState):  # depth 0
+            programs[t].popleft()
+            shared.add((first.tower, first.depth))
+            ops.append(first)
+    while any(programs.values()):
+        progressed = False
+        for t in order:
+            program = programs[t]
+            while program and not waits(program[0]):
+                op = program.popleft()
+                progressed = True
+                last = ops[-1] if ops else None
+                if isinstance(op, RunLayers) and isinstance(last, RunLayers) and last.tower == t:
+                    ops[-1] = RunLayers(t, last.start, op.stop)
+                    continue
+                if isinstance(op, ShareState):
+                    shared.add((op.tower, op.depth))
+                ops.append(op)
+        # Never raised: a tower waiting at relative depth d / L_q waits on a source
+        # stopped at depth <= source_depth - 1 <= d * L_s / L_q - 1/2, a strictly
+        # lower relative depth, so waits never form a cycle.
+        if not progressed:
+            raise RuntimeError(f"fusion schedule of towers {order} is stuck (a bug)")
+    return ops
+
+
 class InputProjection(nn.Module):
     """``ReLU(MLP(e))`` (paper) or ``e + MLP(e)`` with zero-initialised output (residual)."""
 
@@ -181,12 +318,7 @@ class Zipper(nn.Module):
                 }
             )
         self._init_fusion()
-        # Lookup tables for the block-by-block schedule.
-        self._at: dict[tuple[str, int], list[FusionPoint]] = {}
-        self._readers: dict[tuple[str, int], list[FusionPoint]] = {}
-        for p in self.points:
-            self._at.setdefault((p.query, p.depth), []).append(p)
-            self._readers.setdefault((p.source, p.source_depth), []).append(p)
+        self._schedules: dict[tuple[str, ...], tuple[FusionOp, ...]] = {}
 
     def _init_fusion(self) -> None:
         """Init of the cross-attention blocks: linear weights normal(0, 0.02), norms one,
@@ -205,6 +337,14 @@ class Zipper(nn.Module):
 
     def block(self, point: FusionPoint) -> GatedCrossAttentionBlock:
         return self.fusion["xattn"][point.key][str(point.depth)]  # type: ignore[return-value]
+
+    def fusion_parameters(self) -> list[nn.Parameter]:
+        """Every parameter Zipper adds to the towers: those of the ``fusion`` modules."""
+        return list(self.fusion.parameters())
+
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The tanh-gate scalars of every gated cross-attention block."""
+        return [g for p in self.points for g in self.block(p).gate_parameters()]
 
     def freeze_towers(self, names: Iterable[str]) -> None:
         """Stop gradients to the named towers' own parameters (fusion stays trainable)."""
@@ -271,13 +411,22 @@ class Zipper(nn.Module):
         return next(iter(self.towers.values())).caches_enabled
 
     # -- forward -----------------------------------------------------------------------------
+    def schedule(self, active: Iterable[str]) -> tuple[FusionOp, ...]:
+        """:func:`fusion_schedule` of the ``active`` towers, computed once per set."""
+        wanted = set(active)
+        key = tuple(t for t in self.towers if t in wanted)
+        if key not in self._schedules:
+            self._schedules[key] = tuple(fusion_schedule(self.config, wanted))
+        return self._schedules[key]
+
     def forward(self, batch: Mapping[str, TowerBatch]) -> dict[str, torch.Tensor]:
         """Logits of every tower present in ``batch``.
 
         Without caches, ``batch`` holds whole sequences (see
         :func:`~multitower.interleave.collate_interleaved`). With caches, it holds the
         new tokens of the towers that advance; the others contribute through their
-        cross-attention caches.
+        cross-attention caches. The towers' blocks and the fusion blocks run in the
+        order of :meth:`schedule`.
 
         Returns:
             tower name -> ``(B, T, V)`` logits.
@@ -285,78 +434,65 @@ class Zipper(nn.Module):
         unknown = [t for t in batch if t not in self.towers]
         if unknown:
             raise ValueError(f"unknown tower(s) {unknown}; allowed: {list(self.towers)}")
-        active = [t for t in self.towers if t in batch]
         caching = self.caches_enabled
         proj = self.fusion["input_proj"] if self.config.input_projection != "none" else None
+        active = [t for t in self.towers if t in batch]
         x: dict[str, torch.Tensor] = {}
-        states: dict[tuple[str, int], torch.Tensor] = {}
-
-        def record(tower: str, depth: int, h: torch.Tensor) -> None:
-            readers = self._readers.get((tower, depth), [])
-            if not readers:
-                return
-            states[(tower, depth)] = h
-            if caching:
-                tb = batch[tower]
-                for p in readers:
-                    block = self.block(p)
-                    assert block.kv_cache is not None
-                    k, v = block.source_kv(h)  # (B, H, T, Dh)
-                    block.kv_cache.update_source(tb.positions, k, v, tb.global_positions, tb.valid)
-
-        def ready(p: FusionPoint) -> bool:
-            return p.source not in batch or (p.source, p.source_depth) in states
-
-        def fuse(p: FusionPoint, h: torch.Tensor) -> torch.Tensor:
-            block, q = self.block(p), batch[p.query]
-            if caching:
-                cache = block.kv_cache
-                assert cache is not None
-                mask = cross_attention_mask(
-                    q.global_positions, q.valid, cache.global_positions, cache.valid
-                )  # (B, Tq, S)
-                return block(h, cache.k, cache.v, mask)
-            if p.source not in batch:
-                return block(h, None, None, None)
-            src = batch[p.source]
-            k, v = block.source_kv(states[(p.source, p.source_depth)])  # (B, H, S, Dh)
-            mask = cross_attention_mask(
-                q.global_positions, q.valid, src.global_positions, src.valid
-            )  # (B, Tq, S)
-            return block(h, k, v, mask)
-
         for t in active:
             h = self.towers[t].embed_tokens(batch[t].tokens)  # (B, T, D)
             x[t] = proj[t](h) if proj is not None else h
-            record(t, 0, x[t])
-        depth = dict.fromkeys(active, 0)
-        applied = dict.fromkeys(active, 0)  # fusion blocks applied at the current depth
-        positions = {t: None if not caching else batch[t].positions for t in active}
-        while True:
-            progressed = False
-            for t in active:
-                layers = self.towers[t].blocks
-                while True:
-                    todo = self._at.get((t, depth[t]), [])
-                    if applied[t] < len(todo):
-                        if not ready(todo[applied[t]]):
-                            break
-                        x[t] = fuse(todo[applied[t]], x[t])
-                        applied[t] += 1
-                    elif depth[t] < len(layers):
-                        x[t] = layers[depth[t]](x[t], positions=positions[t])
-                        depth[t] += 1
-                        applied[t] = 0
-                        record(t, depth[t], x[t])
-                    else:
-                        break
-                    progressed = True
-            if all(
-                depth[t] == len(self.towers[t].blocks)
-                and applied[t] == len(self._at.get((t, depth[t]), []))
-                for t in active
-            ):
-                break
-            if not progressed:  # cannot happen with monotone depth alignment
-                raise RuntimeError("Zipper fusion schedule is stuck: a cyclic depth alignment")
+        shared: dict[tuple[str, int], torch.Tensor] = {}
+        for op in self.schedule(active):
+            match op:
+                case RunLayers(tower, start, stop):
+                    positions = batch[tower].positions if caching else None
+                    for layer in self.towers[tower].blocks[start:stop]:
+                        x[tower] = layer(x[tower], positions=positions)
+                case ShareState(tower, depth, readers):
+                    shared[(tower, depth)] = x[tower]
+                    if caching:
+                        self._append_to_caches(readers, x[tower], batch[tower])
+                case CrossAttend(point):
+                    x[point.query] = self._cross_attend(
+                        point, x[point.query], batch, shared, caching=caching
+                    )
         return {t: self.towers[t].head(x[t]) for t in active}
+
+    def _append_to_caches(
+        self, readers: Iterable[FusionPoint], h: torch.Tensor, tb: TowerBatch
+    ) -> None:
+        """Append the source state ``h`` ``(B, T, D_s)`` to every reader's cross-attention cache."""
+        for p in readers:
+            block = self.block(p)
+            assert block.kv_cache is not None
+            k, v = block.source_kv(h)  # (B, H, T, Dh)
+            block.kv_cache.update_source(tb.positions, k, v, tb.global_positions, tb.valid)
+
+    def _cross_attend(
+        self,
+        point: FusionPoint,
+        h: torch.Tensor,
+        batch: Mapping[str, TowerBatch],
+        shared: Mapping[tuple[str, int], torch.Tensor],
+        *,
+        caching: bool,
+    ) -> torch.Tensor:
+        """The fusion block of ``point`` on the query state ``h`` ``(B, T, D_q)``: reads the
+        cross-attention cache when caches are set up, else the shared source state (or
+        nothing when the source tower is absent from ``batch``)."""
+        block, q = self.block(point), batch[point.query]
+        if caching:
+            cache = block.kv_cache
+            assert cache is not None
+            mask = cross_attention_mask(
+                q.global_positions, q.valid, cache.global_positions, cache.valid
+            )  # (B, Tq, S)
+            return block(h, cache.k, cache.v, mask)
+        if point.source not in batch:
+            return block(h, None, None, None)
+        src = batch[point.source]
+        k, v = block.source_kv(shared[(point.source, point.source_depth)])  # (B, H, S, Dh)
+        mask = cross_attention_mask(
+            q.global_positions, q.valid, src.global_positions, src.valid
+        )  # (B, Tq, S)
+        return block(h, k, v, mask)

@@ -47,6 +47,10 @@ class GatedCrossAttentionBlock(nn.Module):
         self.gate_mlp = nn.Parameter(torch.zeros(()))
         self.kv_cache: CrossKVCache | None = None
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The two tanh-gate scalars (an optimizer may give them their own learning rate)."""
+        return [self.gate_attn, self.gate_mlp]
+
     def source_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Other tower's states ``(B, S, d_source)`` -> keys, values ``(B, H, S, Dh)``.
 

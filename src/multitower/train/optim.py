@@ -2,12 +2,16 @@
 
 Parameter groups:
 
-* names starting with ``fusion.`` (Zipper's cross-attention fusion) use
-  ``fusion_lr`` when it is given, the tower parameters use ``lr``;
-* the fusion gates (``fusion.*gate*``, the tanh-gate scalars) use ``gate_lr``
-  when it is given: with Adam a scalar moves about one learning rate per step,
-  so gates initialised at 0 open slowly at the matrices' learning rate;
-* no weight decay for norms, biases, gates and every parameter with fewer than
+* a model says which of its parameters have a role by implementing
+  :class:`ParamRoles` (Zipper does; a model that does not has no fusion
+  parameters and no gates). Roles are found on every submodule and matched by
+  parameter identity, so wrappers that rename parameters (DDP's ``module.``, a
+  task module holding the model) change nothing;
+* the fusion parameters use ``fusion_lr`` when it is given, the others ``lr``;
+* the gates (Zipper's tanh-gate scalars) use ``gate_lr`` when it is given: with
+  Adam a scalar moves about one learning rate per step, so gates initialised at 0
+  open slowly at the matrices' learning rate;
+* no weight decay for gates, norms, biases and every parameter with fewer than
   two dimensions; weight decay for the other matrices;
 * frozen parameters (``requires_grad=False``) are left out of the optimizer.
 
@@ -20,12 +24,35 @@ that step (an int): linear warmup from ``lr / warmup_steps`` to ``lr`` over
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-FUSION_PREFIX = "fusion."
+
+@runtime_checkable
+class ParamRoles(Protocol):
+    """What a model implements to name its fusion parameters and its gates."""
+
+    def fusion_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters added to join pre-trained parts (optimised with ``fusion_lr``)."""
+        ...
+
+    def gate_parameters(self) -> Iterable[nn.Parameter]:
+        """Gate scalars (optimised with ``gate_lr``, never weight-decayed)."""
+        ...
+
+
+def param_roles(model: nn.Module) -> tuple[set[int], set[int]]:
+    """Ids of the fusion parameters and of the gates that ``model`` or any submodule names."""
+    fusion: set[int] = set()
+    gates: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, ParamRoles):
+            fusion.update(id(p) for p in module.fusion_parameters())
+            gates.update(id(p) for p in module.gate_parameters())
+    return fusion, gates
 
 
 def is_no_decay(name: str, param: torch.Tensor) -> bool:
@@ -47,21 +74,24 @@ def param_groups(
     Each group carries ``name`` (``"decay"``, ``"no_decay"``, ``"fusion_decay"``,
     ``"fusion_no_decay"``), ``lr``, ``base_lr`` (the peak the schedule scales) and
     ``weight_decay``. Empty groups are dropped. Without ``fusion_lr`` the fusion
-    parameters share the tower groups. With ``gate_lr`` the fusion gates form a
-    ``"gates"`` group (no weight decay).
+    parameters share the tower groups. With ``gate_lr`` the gates form a
+    ``"gates"`` group (no weight decay). Within a group the parameters keep the
+    order of ``model.named_parameters()``.
 
     Raises:
         ValueError: the model has no trainable parameter.
     """
+    fusion_ids, gate_ids = param_roles(model)
     buckets: dict[str, list[torch.Tensor]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if gate_lr is not None and name.startswith(FUSION_PREFIX) and "gate" in name:
+        gate = id(param) in gate_ids
+        if gate_lr is not None and gate:
             buckets.setdefault("gates", []).append(param)
             continue
-        fusion = fusion_lr is not None and name.startswith(FUSION_PREFIX)
-        kind = "no_decay" if is_no_decay(name, param) else "decay"
+        fusion = fusion_lr is not None and id(param) in fusion_ids
+        kind = "no_decay" if gate or is_no_decay(name, param) else "decay"
         buckets.setdefault(f"fusion_{kind}" if fusion else kind, []).append(param)
     if not buckets:
         raise ValueError(f"{type(model).__name__} has no trainable parameter (all are frozen)")
