@@ -20,24 +20,24 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from multitower.config import ConfigError, to_plain
 from multitower.data.sentences import generate_sentences
 from multitower.data.speech import read_audio
-from multitower.data.speech.corpus import SpeechCorpusConfig, build_speech_text_corpus
+from multitower.data.speech.corpus import build_speech_text_corpus
 from multitower.data.speech.units import SpeechUnitTokenizer
 from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
 from multitower.experiments.zipper_speech_text.config import (
     SYSTEMS,
-    FusionSection,
     SpeechTextConfig,
-    TowerSection,
+    tower_config,
 )
 from multitower.experiments.zipper_speech_text.pairs import (
     InterleavedLMTask,
@@ -59,34 +59,21 @@ from multitower.train.trainer import TrainConfig
 UNIT_OFFSET = 3  # speech tower ids: 0 pad, 1 bos, 2 eos, then units
 
 
-def tower_config(section: TowerSection, vocab_size: int) -> DecoderConfig:
-    """A tower's decoder config from its YAML section and its vocabulary size."""
-    return DecoderConfig(
-        vocab_size=vocab_size,
-        d_model=section.d_model,
-        num_layers=section.num_layers,
-        num_heads=section.num_heads,
-        mlp_ratio=section.mlp_ratio,
-        max_seq_len=section.max_seq_len,
-    )
-
-
 def build_system(
-    system: str, text: DecoderTower, speech: DecoderTower, fusion: FusionSection, seed: int
+    system: str, text: DecoderTower, speech: DecoderTower, fusion: ZipperConfig, seed: int
 ) -> nn.Module:
-    """A system to fine-tune, initialised from the pre-trained towers (see :data:`SYSTEMS`)."""
+    """A system to fine-tune, initialised from the pre-trained towers (see :data:`SYSTEMS`).
+
+    ``fusion`` gives the Zipper's fusion settings; its towers are replaced by the
+    pre-trained towers' configs.
+    """
     spec = SYSTEMS[system]
     if spec["kind"] == "baseline":
         generator = torch.Generator().manual_seed(seed)
         return expand_vocabulary(
             text, "text", {"speech": speech.config.vocab_size}, generator=generator
         )
-    zcfg = ZipperConfig(
-        {"speech": speech.config, "text": text.config},
-        cross_attention_every=fusion.cross_attention_every,
-        input_projection=fusion.input_projection,
-        fusion_mlp_ratio=fusion.fusion_mlp_ratio,
-    )
+    zcfg = replace(fusion, towers={"speech": speech.config, "text": text.config})
     torch.manual_seed(seed)
     model = Zipper(zcfg)
     model.load_tower("text", text)
@@ -123,15 +110,7 @@ class SpeechTextExperiment:
     def corpus(self) -> dict[str, list[tuple[str, str, Path]]]:
         """Splits -> [(utterance id, transcript, audio path)]."""
         c = self.cfg.corpus
-        corpus_cfg = SpeechCorpusConfig(
-            n_unaligned=c.n_unaligned,
-            n_aligned=c.n_aligned,
-            n_test=c.n_test,
-            seed=self.cfg.seed,
-            voices=c.voices,
-            rates=c.rates,
-            pitches=c.pitches,
-        )
+        corpus_cfg = c.speech_corpus_config(seed=self.cfg.seed)
         root = Path(c.dir) if c.dir else self.run_dir / "corpus"
         log(f"corpus: {root} ({c.n_unaligned} unaligned, {c.n_aligned} aligned, {c.n_test} test)")
         corpus = build_speech_text_corpus(root, corpus_cfg, quiet=self.quiet)
@@ -165,11 +144,13 @@ class SpeechTextExperiment:
         path = self.run_dir / "text" / "tokenizer.json"
         if not self.stages.get("text_tokenizer"):
             t = self.cfg.text_tokenizer
-            tok = (
-                TextTokenizer.train_bpe(sentences, t.vocab_size)
-                if t.kind == "bpe"
-                else TextTokenizer.characters(sentences)
-            )
+            if t.kind == "bpe":
+                try:
+                    tok = TextTokenizer.train_bpe(sentences, t.vocab_size)
+                except ValueError as err:  # too small for the corpus's alphabet
+                    raise ConfigError(f"text_tokenizer.vocab_size: {err}") from err
+            else:
+                tok = TextTokenizer.characters(sentences)
             tok.save(path)
             self.stages.mark("text_tokenizer", {"vocab_size": tok.vocab_size})
         return TextTokenizer.load(path)
@@ -246,7 +227,6 @@ class SpeechTextExperiment:
             load_recognizer,
             train_recognizer,
         )
-        from multitower.models.unit_recognizer import UnitRecognizerConfig
 
         stage_dir = self.run_dir / "recognizer"
         if not self.stages.get("recognizer"):
@@ -255,14 +235,7 @@ class SpeechTextExperiment:
                 f"recognizer: CTC on all {len(aligned_units)} aligned pairs ({r.train.max_steps} steps)"
             )
             alphabet = CharAlphabet.from_transcripts(aligned_text)
-            config = UnitRecognizerConfig(
-                unit_vocab_size=speech_vocab,
-                num_chars=alphabet.num_classes,
-                d_model=r.d_model,
-                num_layers=r.num_layers,
-                num_heads=r.num_heads,
-                upsample=r.upsample,
-            )
+            config = r.model_config(unit_vocab_size=speech_vocab, num_chars=alphabet.num_classes)
             pairs = list(zip(aligned_units, aligned_text))
             train_recognizer(
                 pairs,
@@ -392,7 +365,7 @@ class SpeechTextExperiment:
                     self.stages.mark(key, info)
                 results.append(self.stages.get(key))
         summary = {
-            "config": _plain(asdict(cfg)),
+            "config": to_plain(cfg),
             "corpus": {
                 "aligned": len(aligned),
                 "test": len(test),
@@ -428,11 +401,3 @@ def _best_default(results: list[dict[str, Any]]) -> str:
     zips = [r for r in results if r["system"] == "zipper"] or results
     best = max(zips, key=lambda r: r["fraction"])
     return f"{best['system']}_{best['fraction']:g}"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
