@@ -12,7 +12,6 @@ A MaMMUT run directory holds::
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from multitower.config import ConfigError, dump_yaml, load_config, parse_yaml
+from multitower.config import ConfigError, build_dataclass, dump_yaml, load_config, parse_yaml
 from multitower.data.errors import BadRecordError
 from multitower.data.images import ImageTransform
 from multitower.data.tokenizer import TextTokenizer
@@ -205,19 +204,15 @@ def evaluate_run(
     }
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON (NaN/inf as strings)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    write_text_atomic(path, json.dumps(clean(payload), indent=2) + "\n")
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as strings, so the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 # -- loading a trained run ---------------------------------------------------------------------
@@ -262,7 +257,12 @@ def load_run(run_dir: Path, *, device: str = "cpu") -> LoadedRun:
         raise UserError(f"{run_dir} is a {resolved.recipe!r} run, not a MaMMUT run")
     model_dir = run_dir / MODEL_DIR
     if (model_dir / "config.json").is_file():
-        model_cfg = MaMMUTConfig.from_dict(load_config_json(model_dir))
+        data = load_config_json(model_dir)
+        data.pop("model_type", None)
+        try:
+            model_cfg = build_dataclass(MaMMUTConfig, data, str(model_dir / "config.json"))
+        except ConfigError as err:
+            raise UserError(f"{run_dir} holds a model config that does not load: {err}") from err
     else:
         model_cfg = resolved.sections["model"]
     model = MaMMUT(model_cfg)

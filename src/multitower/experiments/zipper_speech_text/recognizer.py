@@ -29,12 +29,12 @@ import jiwer
 import torch
 from torch import nn
 
+from multitower.config import build_dataclass
 from multitower.data.charset import CharAlphabet
 from multitower.generation.ctc import greedy_decode
 from multitower.io import write_text_atomic
 from multitower.losses import ctc_loss
 from multitower.models.io import load_config_json, load_weights, save_model
-from multitower.models.pretrained import dataclass_from_dict
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
 from multitower.train.task import LossOutput
 from multitower.train.trainer import EvalFn, TrainConfig, Trainer
@@ -345,7 +345,7 @@ def load_recognizer(
         raise ValueError(
             f"{directory / 'config.json'} holds model_type {model_type!r}, expected {MODEL_TYPE!r}"
         )
-    config = dataclass_from_dict(UnitRecognizerConfig, data, str(directory / "config.json"))
+    config = build_dataclass(UnitRecognizerConfig, data, str(directory / "config.json"))
     alphabet_path = directory / ALPHABET_NAME
     if not alphabet_path.is_file():
         raise FileNotFoundError(f"no {ALPHABET_NAME} in {directory}")
