@@ -17,6 +17,7 @@ skipped on a re-run; an interrupted training resumes from its last checkpoint)::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from multitower.config import ConfigError, to_plain
+from multitower.data.padding import pad_right
 from multitower.data.sentences import generate_sentences
 from multitower.data.speech import read_audio
 from multitower.data.speech.corpus import build_speech_text_corpus
@@ -45,7 +47,6 @@ from multitower.experiments.zipper_speech_text.pairs import (
     TokenSequences,
     interleaved_collate,
     mean_loss,
-    pad_sequences,
 )
 from multitower.io import write_text_atomic
 from multitower.models.baseline import expand_vocabulary
@@ -210,7 +211,7 @@ class SpeechTextExperiment:
                 tower,
                 NextTokenTask(cfg.pad_id),
                 data,
-                pad_sequences(cfg.pad_id),
+                functools.partial(pad_right, pad_value=cfg.pad_id),
                 train_cfg,
                 stage_dir,
                 seed=seed,
