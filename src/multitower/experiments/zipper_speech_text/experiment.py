@@ -83,6 +83,25 @@ def build_system(
     return model
 
 
+def evaluation_pairs(
+    splits: dict[str, list[tuple[str, str, Path]]],
+    units: dict[str, list[list[int]]],
+    text_tok: TextTokenizer,
+    max_test: int,
+) -> tuple[list[tuple[list[int], list[int]]], list[str]]:
+    """The evaluated test utterances: ``(speech ids, text ids)`` pairs and their transcripts.
+
+    Args:
+        splits: :meth:`SpeechTextExperiment.corpus`.
+        units: speech-tower ids per split (:meth:`SpeechTextExperiment.encode_units`).
+        text_tok: the text tokenizer.
+        max_test: the first this many test utterances are evaluated.
+    """
+    items = splits["test"][:max_test]
+    pairs = [(u, text_tok.encode(t)) for u, (_, t, _) in zip(units["test"], items)]
+    return pairs, [t for _, t, _ in items]
+
+
 def finetune_config(system: str, cfg: TrainConfig) -> TrainConfig:
     """Fine-tuning settings of one system.
 
@@ -276,9 +295,7 @@ class SpeechTextExperiment:
 
         aligned_text = [t for _, t, _ in splits["aligned"]]
         aligned = [(u, text_tok.encode(t)) for u, t in zip(units["aligned"], aligned_text)]
-        test_items = splits["test"][: cfg.eval.max_test]
-        test = [(u, text_tok.encode(t)) for u, (_, t, _) in zip(units["test"], test_items)]
-        test_texts_list = [t for _, t, _ in test_items]
+        test, test_texts_list = evaluation_pairs(splits, units, text_tok, cfg.eval.max_test)
         recognizer, alphabet = self.recognizer(units["aligned"], aligned_text, speech_vocab)
 
         from multitower.experiments.zipper_speech_text.evaluate import wer
