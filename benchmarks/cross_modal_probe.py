@@ -33,7 +33,7 @@ import torch
 
 from multitower.data.speech.librispeech import read_librispeech
 from multitower.data.tokenizer import TextTokenizer
-from multitower.experiments.zipper_speech_text.config import SYSTEMS, FusionSection
+from multitower.experiments.zipper_speech_text.config import SYSTEMS
 from multitower.experiments.zipper_speech_text.evaluate import (
     input_dependence,
     transcribe_units,
@@ -47,6 +47,7 @@ from multitower.experiments.zipper_speech_text.pairs import (
 )
 from multitower.models.decoder import DecoderTower
 from multitower.models.pretrained import load_pretrained
+from multitower.models.zipper import ZipperConfig
 from multitower.train.optim import build_optimizer, lr_factor
 
 
@@ -97,7 +98,8 @@ def main() -> None:
     test = [(u, text_tok.encode(t)) for u, t in zip(units["test"], test_texts)]
     text = load_pretrained(run / "pretrain_text" / "model", DecoderTower)
     speech = load_pretrained(run / "pretrain_speech" / "model", DecoderTower)
-    fusion = FusionSection(
+    fusion = ZipperConfig(
+        {"speech": speech.config, "text": text.config},
         cross_attention_every=a.cross_attention_every,
         input_projection=a.input_projection,
         fusion_mlp_ratio=1.0,

@@ -14,6 +14,8 @@ from multitower.config import (
     dump_yaml,
     load_config,
     parse_yaml,
+    run_time_keys,
+    to_plain,
 )
 from multitower.train.trainer import TrainConfig
 
@@ -80,7 +82,8 @@ def test_every_problem_is_reported_with_its_path() -> None:
 def test_missing_key_and_post_init_error_carry_the_path() -> None:
     with pytest.raises(ConfigError, match=r"^m\.inner: missing required key \(Inner\)$"):
         build_dataclass(Outer, {}, "m")
-    with pytest.raises(ConfigError, match=r"^m\.inner: size must be positive, got -2$"):
+    # a message that starts with a field name names the dotted key
+    with pytest.raises(ConfigError, match=r"^m\.inner\.size must be positive, got -2$"):
         build_dataclass(Outer, {"inner": {"size": -2}}, "m")
     with pytest.raises(ConfigError, match=r"m\.maybe: expected int \| null, got 'x' \(str\)"):
         build_dataclass(Outer, {"inner": {"size": 1}, "maybe": "x"}, "m")
@@ -88,11 +91,11 @@ def test_missing_key_and_post_init_error_carry_the_path() -> None:
 
 def test_train_config_impossible_values() -> None:
     with pytest.raises(
-        ConfigError, match=r"^train: batch_size=10 must be divisible by grad_accum=4$"
+        ConfigError, match=r"^train\.batch_size=10 must be divisible by grad_accum=4$"
     ):
         build_dataclass(TrainConfig, {"batch_size": 10, "grad_accum": 4}, "train")
     with pytest.raises(
-        ConfigError, match=r"train: distributed must be one of \('none', 'ddp', 'fsdp'\), got 'mpi'"
+        ConfigError, match=r"train\.distributed must be one of \('none', 'ddp', 'fsdp'\), got 'mpi'"
     ):
         build_dataclass(TrainConfig, {"distributed": "mpi"}, "train")
 
@@ -106,7 +109,7 @@ def test_build_sections_reports_unknown_sections_and_all_section_errors() -> Non
         )
     assert info.value.problems == [
         "modle: unknown section 'modle'; allowed sections: recipe, m",
-        "m.inner: size must be positive, got 0",
+        "m.inner.size must be positive, got 0",
     ]
 
 
@@ -160,3 +163,74 @@ def test_top_level_path_has_no_leading_dot() -> None:
         "inner.x: unknown key 'x' in inner; allowed keys: size, kind",
         "rate: expected float, got 'r' (str)",
     ]
+
+
+# -- sections that are model configs with run-time keys ------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Tower:
+    vocab: int  # known at run time
+    depth: int
+    width: int = 8
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or self.vocab < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Zip:
+    towers: dict[str, Tower]
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        depth = min(t.depth for t in self.towers.values())
+        if not 1 <= self.every <= depth:
+            raise ValueError(f"every={self.every} must lie in [1, {depth}]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    a: Tower = dataclasses.field(
+        default_factory=lambda: Tower(vocab=1, depth=4), metadata=run_time_keys("vocab")
+    )
+    b: Tower = dataclasses.field(
+        default_factory=lambda: Tower(vocab=1, depth=4), metadata=run_time_keys("vocab")
+    )
+    zip: Zip = dataclasses.field(
+        default_factory=lambda: Zip({"a": Tower(1, 4), "b": Tower(1, 4)}),
+        metadata=run_time_keys(towers={"a": "a", "b": "b"}),
+    )
+    outer: Outer = dataclasses.field(default_factory=lambda: Outer(Inner(5), rate=0.5))
+
+
+def test_a_partial_section_keeps_the_field_defaults_missing_keys() -> None:
+    built = build_dataclass(Experiment, {"a": {"width": 16}, "outer": {"flag": True}}, "")
+    assert built.a == Tower(vocab=1, depth=4, width=16)  # depth from the default, not required
+    assert built.outer == Outer(Inner(5), rate=0.5, flag=True)  # rate 0.5, not the class's 0.1
+    assert build_dataclass(Experiment, {}, "") == Experiment()
+
+
+def test_run_time_keys_are_not_config_keys_and_not_dumped() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_dataclass(Experiment, {"a": {"vocab": 9, "size": 1}}, "")
+    assert info.value.problems == [
+        "a.vocab: set by the program at run time, not by the config; remove it",
+        "a.size: unknown key 'size' in a; allowed keys: depth, width",
+    ]
+    built = build_dataclass(Experiment, {"a": {"depth": 2}}, "")
+    plain = to_plain(built)
+    assert plain["a"] == {"depth": 2, "width": 8} and plain["zip"] == {"every": 1}
+    assert build_dataclass(Experiment, parse_yaml(dump_yaml(built), source="dump"), "") == built
+
+
+def test_a_section_built_from_siblings_is_checked_against_them() -> None:
+    built = build_dataclass(Experiment, {"a": {"depth": 2}, "b": {"depth": 3}, "zip": {}}, "")
+    assert built.zip.towers == {"a": built.a, "b": built.b}
+    # every=3 fits the default towers (depth 4) but not the configured ones
+    with pytest.raises(ConfigError) as info:
+        build_dataclass(Experiment, {"a": {"depth": 2}, "zip": {"every": 3}}, "")
+    assert info.value.problems == ["zip.every=3 must lie in [1, 2]"]
+    # a broken sibling is reported once; the section built from it is not checked
+    with pytest.raises(ConfigError) as info:
+        build_dataclass(Experiment, {"a": {"depth": 0}, "zip": {"every": 3}}, "")
+    assert info.value.problems == ["a.depth must be >= 1, got 0"]

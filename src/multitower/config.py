@@ -13,7 +13,18 @@ Overrides on the command line use dotted keys and YAML scalars
 :func:`build_dataclass` converts a mapping into a (nested) frozen dataclass and
 reports every problem at once: an unknown key (with its path and the allowed
 keys), a missing required key, a value of the wrong type (key, value, expected
-type), and ``__post_init__`` errors prefixed with the section path.
+type), and ``__post_init__`` errors prefixed with the section path (a message
+that starts with a field name, ``d_model must be ...``, names the dotted key:
+``text_tower.d_model must be ...``).
+
+Two rules let an experiment embed a model's own config dataclass as a section:
+
+* a nested section's missing keys come from the field's default (so
+  ``text_tower: {d_model: 64}`` keeps the experiment's default depth), and
+* :func:`run_time_keys` marks keys of a section that the program fills in at run
+  time (a vocabulary size known once the tokenizer is trained): the config file
+  may not set them, the built section holds the default's value (or sibling
+  sections) in the meantime, and :func:`to_plain` leaves them out.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ from typing import Any, TypeVar, Union
 import yaml
 
 T = TypeVar("T")
+
+_RUN_TIME = "multitower.config.run_time_keys"
 
 
 class ConfigError(ValueError):
@@ -128,13 +141,24 @@ def _deep_copy(value: Any) -> Any:
 
 
 def to_plain(value: Any) -> Any:
-    """Dataclasses -> dicts and tuples -> lists, recursively (for YAML/JSON dumps)."""
+    """Dataclasses -> dicts and tuples -> lists, recursively (for YAML/JSON dumps).
+
+    A section's :func:`run_time_keys` are left out: they are not the config's.
+    """
+    return _plain(value, ())
+
+
+def _plain(value: Any, omit: Sequence[str]) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: _plain(getattr(value, f.name), _run_time_names(f))
+            for f in dataclasses.fields(value)
+            if f.name not in omit
+        }
     if isinstance(value, Mapping):
-        return {k: to_plain(v) for k, v in value.items()}
+        return {k: _plain(v, ()) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
+        return [_plain(v, ()) for v in value]
     return value
 
 
@@ -144,6 +168,38 @@ def dump_yaml(config: Mapping[str, Any]) -> str:
 
 
 # -- dict -> dataclass -------------------------------------------------------------------------
+def run_time_keys(*keys: str, **from_fields: Mapping[str, str]) -> dict[str, Any]:
+    """Field metadata: keys of a nested section that the program, not the config, sets.
+
+    Use as ``field(default_factory=..., metadata=run_time_keys("vocab_size"))``.
+    The config file may not set these keys; until the program replaces them
+    (``dataclasses.replace``) the built section holds:
+
+    * for each of ``keys``, the value in the field's default (a stand-in such as
+      the smallest vocabulary the model config accepts, so its own checks run when
+      the config is read);
+    * for each ``from_fields`` key, a mapping of sibling fields declared earlier,
+      e.g. ``towers={"speech": "speech_tower", "text": "text_tower"}`` gives
+      ``towers={"speech": <the built speech_tower>, "text": <the built text_tower>}``.
+
+    :func:`to_plain` leaves all of them out.
+    """
+    return {_RUN_TIME: (tuple(keys), {k: dict(v) for k, v in from_fields.items()})}
+
+
+def _run_time_names(field: dataclasses.Field) -> tuple[str, ...]:
+    keys, from_fields = field.metadata.get(_RUN_TIME, ((), {}))
+    return (*keys, *from_fields)
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
 def type_name(tp: Any) -> str:
     """Readable name of a type annotation (``int``, ``float | None``, ``tuple[float, float]``)."""
     origin = typing.get_origin(tp)
@@ -233,7 +289,18 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+def _build(
+    cls: type,
+    data: Any,
+    path: str,
+    problems: list[str],
+    *,
+    base: Any = None,
+    fixed: Mapping[str, Any] | None = None,
+) -> Any:
+    """Build ``cls`` from ``data``; missing keys come from ``base`` (a ``cls`` instance)
+    when given, ``fixed`` keys are set by the program and may not appear in ``data``."""
+    fixed = fixed or {}
     if not isinstance(data, Mapping):
         problems.append(
             f"{path or 'config'}: expected a mapping for {cls.__name__}, got {data!r} ({type(data).__name__})"
@@ -242,27 +309,73 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
-        if key not in fields:
+        if key in fixed:
+            problems.append(
+                f"{_join(path, key)}: set by the program at run time, not by the config; remove it"
+            )
+        elif key not in fields:
+            allowed = ", ".join(k for k in fields if k not in fixed)
             problems.append(
                 f"{_join(path, key)}: unknown key {key!r} in {path or cls.__name__}; "
-                f"allowed keys: {', '.join(fields)}"
+                f"allowed keys: {allowed}"
             )
     # Unknown keys alone still let the values be checked by __post_init__; a missing
     # or mistyped value does not (a default standing in for it could mislead).
     before = len(problems)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for name, field in fields.items():
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], _join(path, name), problems)
+        where = _join(path, name)
+        tp = hints[name]
+        if name in fixed:
+            kwargs[name] = fixed[name]
+        elif _is_section(tp) and (name in data or _RUN_TIME in field.metadata):
+            # A nested section: built on the field's default, its run-time keys filled in.
+            default = getattr(base, name) if base is not None else _field_default(field)
+            default = None if default is dataclasses.MISSING else default
+            keys, from_fields = field.metadata.get(_RUN_TIME, ((), {}))
+            inner = {k: getattr(default, k) for k in keys}
+            for key, mapping in from_fields.items():
+                inner[key] = {n: _sibling(s, kwargs, base, fields) for n, s in mapping.items()}
+            if any(v is None for m in from_fields for v in inner[m].values()):
+                continue  # a sibling section failed and said why; this one cannot be checked
+            kwargs[name] = _build(
+                tp, data.get(name, {}), where, problems, base=default, fixed=inner
+            )
+        elif name in data:
+            kwargs[name] = _convert(data[name], tp, where, problems)
+        elif base is not None:
+            kwargs[name] = getattr(base, name)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            problems.append(f"{_join(path, name)}: missing required key ({type_name(hints[name])})")
+            problems.append(f"{where}: missing required key ({type_name(tp)})")
     if len(problems) > before:
         return None
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:
-        problems.append(f"{path or cls.__name__}: {err}")
+        problems.append(_post_init_problem(cls, fields, path, str(err)))
         return None
+
+
+def _sibling(
+    name: str, built: Mapping[str, Any], base: Any, fields: Mapping[str, dataclasses.Field]
+) -> Any:
+    """The value of an earlier field: built from the config (None if that failed), else its default."""
+    if name in built:
+        return built[name]
+    return getattr(base, name) if base is not None else _field_default(fields[name])
+
+
+def _is_section(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp) and isinstance(tp, type)
+
+
+def _post_init_problem(cls: type, fields: Mapping[str, Any], path: str, message: str) -> str:
+    """``path: message``, or ``path.field ...`` when the message starts with a field name
+    (optionally as ``ClassName.field``), so the dotted key is named."""
+    match = re.match(rf"(?:{re.escape(cls.__name__)}\.)?(\w+)\b", message)
+    if match and match.group(1) in fields:
+        return _join(path, message[match.start(1) :])
+    return f"{path or cls.__name__}: {message}"
 
 
 def build_dataclass(cls: type[T], data: Mapping[str, Any], path: str) -> T:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from multitower.data.padding import pad_right
+
 
 @dataclass(frozen=True)
 class Modality:
@@ -179,18 +181,13 @@ def collate_interleaved(
             rows[t].append(per_tower[t])
     batch: InterleavedBatch = {}
     for t in towers:
-        T = max(1, max(len(r[0]) for r in rows[t]))
-        B = len(examples)
-        tokens = torch.full((B, T), pad[t], dtype=torch.long)
-        gpos_t = torch.zeros(B, T, dtype=torch.long)
-        valid = torch.zeros(B, T, dtype=torch.bool)
-        weights = torch.zeros(B, T)
-        for b, (toks, gps, wts) in enumerate(rows[t]):
-            n = len(toks)
-            tokens[b, :n] = torch.tensor(toks, dtype=torch.long)
-            gpos_t[b, :n] = torch.tensor(gps, dtype=torch.long)
-            valid[b, :n] = True
-            weights[b, :n] = torch.tensor(wts)
+        toks, gps, wts = zip(*rows[t])
+        tokens = pad_right(toks, pad[t], min_len=1)  # (B, T): every tower has a column
+        B, T = tokens.shape
+        gpos_t = pad_right(gps, 0, min_len=1)
+        weights = pad_right(wts, 0.0, dtype=torch.get_default_dtype(), min_len=1)
+        lengths = torch.tensor([len(x) for x in toks])
+        valid = torch.arange(T)[None, :] < lengths[:, None]  # (B, T)
         positions = torch.arange(T).expand(B, T).clone()
         batch[t] = TowerBatch(tokens, positions, gpos_t, valid, weights)
     return batch

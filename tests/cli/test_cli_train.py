@@ -60,10 +60,10 @@ def test_config_errors_are_all_reported_before_any_work(tmp_path, config, capsys
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err
-    assert "train: lr must be positive, got -1.0" in err
+    assert "train.lr must be positive, got -1.0" in err
     assert "train.bogus: unknown key 'bogus' in train; allowed keys: max_steps," in err
     assert "model.d_model: expected int, got 'wide' (str)" in err
-    assert "data: seq_len must be >= 3" in err
+    assert "data.seq_len must be >= 3" in err
     assert "extra: unknown section 'extra'; allowed sections: recipe, train, model, data" in err
     assert not run.exists()
 

@@ -106,3 +106,20 @@ def test_best_checkpoint_keeps_the_lowest_validation_loss_across_restarts(tmp_pa
     for k, v in reloaded.state_dict().items():
         torch.testing.assert_close(v, kept[k])
     assert mean_loss(reloaded, valid, collate) == pytest.approx(first)
+
+
+def test_a_config_built_in_python_checks_its_fusion_against_its_towers() -> None:
+    from dataclasses import replace
+
+    from multitower.models.zipper import ZipperConfig
+
+    base = SpeechTextConfig()
+    shallow = replace(base.text_tower, num_layers=2)
+    cfg = SpeechTextConfig(text_tower=shallow, speech_tower=shallow)
+    assert cfg.fusion.towers == {"speech": shallow, "text": shallow}
+    with pytest.raises(ValueError, match=r"fusion: cross_attention_every=3 must lie in \[1, 2\]"):
+        SpeechTextConfig(
+            text_tower=shallow,
+            speech_tower=shallow,
+            fusion=ZipperConfig(dict(base.fusion.towers), cross_attention_every=3),
+        )

@@ -23,11 +23,11 @@ from multitower.cli.common import add_threads_argument, set_threads
 from multitower.errors import UserError
 from multitower.experiments.mammut.run import (
     evaluate_run,
+    json_safe,
     resolve_mammut_config,
     train_run,
-    write_json,
 )
-from multitower.io import write_text_atomic
+from multitower.io import write_json_atomic, write_text_atomic
 
 COLUMNS = ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "vqa_accuracy", "greedy_cider")
 
@@ -135,14 +135,17 @@ def run(args: argparse.Namespace) -> int:
             shown = " ".join(f"{c}={result['metrics'].get(c, float('nan')):.3f}" for c in COLUMNS)
             print(f"k={k} seed={seed}: {shown}", flush=True)
         rows.append(row)
-    write_json(
+    write_json_atomic(
         root / "ablation.json",
-        {
-            "config": str(args.config),
-            "overrides": args.overrides,
-            "seeds": args.seeds,
-            "rows": rows,
-        },
+        json_safe(
+            {
+                "config": str(args.config),
+                "overrides": args.overrides,
+                "seeds": args.seeds,
+                "rows": rows,
+            }
+        ),
+        indent=2,
     )
     table = ablation_markdown(rows, args.seeds)
     write_text_atomic(root / "ablation.md", table)

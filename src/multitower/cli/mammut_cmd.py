@@ -20,11 +20,11 @@ from typing import Any
 from multitower.cli.common import add_threads_argument, set_threads
 from multitower.experiments.mammut.run import (
     evaluate_run,
+    json_safe,
     resolve_mammut_config,
     train_run,
-    write_json,
 )
-from multitower.io import write_text_atomic
+from multitower.io import write_json_atomic, write_text_atomic
 from multitower.train.logger import read_metrics
 
 
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             "final_train_metrics": trained.final_metrics,
         }
     )
-    write_json(run_dir / "results.json", result)
+    write_json_atomic(run_dir / "results.json", json_safe(result), indent=2)
     table = results_markdown(result)
     write_text_atomic(run_dir / "results.md", table)
     plot_training(run_dir, run_dir / "plots")

@@ -50,14 +50,16 @@ def _saved_config(path: Path) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
-    from multitower.experiments.zipper_speech_text.experiment import SpeechTextExperiment
 
     set_threads(args.threads)
     raw = load_config(args.config, args.overrides)
     experiment = raw.pop("experiment", None)
     if experiment not in EXPERIMENTS:
         raise ConfigError([f"experiment: got {experiment!r}; allowed: {list(EXPERIMENTS)}"])
+    # The whole config, model configs included, is checked before anything else is loaded.
     config = build_dataclass(SpeechTextConfig, raw, "")
+    from multitower.experiments.zipper_speech_text.experiment import SpeechTextExperiment
+
     run_dir = args.run_dir or Path("runs") / args.config.stem
     resolved = dump_yaml({"experiment": experiment, **to_plain(config)})
     saved = run_dir / "config.yaml"

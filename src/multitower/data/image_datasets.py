@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from multitower.io import write_text_atomic
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "hexagon", "cross")
 PLURALS: dict[str, str] = {s: s + "es" if s.endswith("s") else s + "s" for s in SHAPES}
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
@@ -451,7 +453,7 @@ def write_coco_style(
     path = root / annotations_name
     payload = {"info": {"description": "multitower generated shapes"}, "images": images,
                "annotations": annotations}  # fmt: skip
-    path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    write_text_atomic(path, json.dumps(payload, indent=1))
     return path
 
 

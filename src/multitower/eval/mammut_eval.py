@@ -24,6 +24,7 @@ from multitower.data.caption_text import caption_ids, clean_text, prompt_ids
 from multitower.data.errors import BadRecordError
 from multitower.data.image_readers import ImageTextRecord
 from multitower.data.images import ImageTransform
+from multitower.data.padding import pad_right
 from multitower.data.tokenizer import TextTokenizer
 from multitower.eval.captioning import caption_metrics
 from multitower.eval.retrieval import retrieval_recall
@@ -32,15 +33,6 @@ from multitower.generation.captioning import generate_beam, generate_greedy
 from multitower.models.mammut import MaMMUT
 
 DECODING_METHODS = ("greedy", "beam")
-
-
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, max_len: int) -> torch.Tensor:
-    width = min(max(len(r) for r in rows), max_len)
-    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        row = list(row)[:width]
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out
 
 
 # -- evaluation set ----------------------------------------------------------------------------
@@ -132,7 +124,7 @@ def embed_texts(
     out = []
     for start in range(0, len(texts), batch_size):
         rows = [caption_ids(tokenizer, t, strict=False) for t in texts[start : start + batch_size]]
-        tokens = _pad(rows, cfg.pad_id, cfg.max_seq_len).to(_device(model))
+        tokens = pad_right(rows, cfg.pad_id, max_len=cfg.max_seq_len).to(_device(model))
         out.append(model.encode_text(tokens).float().cpu())
     return torch.cat(out)
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from multitower.config import ConfigError, build_dataclass, build_sections, to_plain
+from multitower.data.padding import pad_right
 from multitower.losses import next_token_loss
 from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.train.task import NextTokenTask, Task
@@ -234,8 +235,8 @@ class ToyLMDataset:
 
 
 def stack_tokens(items: list[torch.Tensor]) -> torch.Tensor:
-    """Collate equal-length token sequences into ``(B, T)``."""
-    return torch.stack(items)
+    """Collate the toy sequences (all ``seq_len`` long, so never padded) into ``(B, T)``."""
+    return pad_right(items, 0)
 
 
 def _toy_eval_fn(dataset: ToyLMDataset) -> EvalFn:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
+from multitower.data.padding import pad_right
 from multitower.generation.sampling import sample_next_token
 from multitower.models.mammut import ImageKV, MaMMUT
 
@@ -71,11 +72,8 @@ class _SequenceDecoder:
                 f"longest prefix ({self.max_prefix}) + max_new_tokens ({max_new_tokens}) = {total} "
                 f"exceeds max_seq_len={model.config.max_seq_len}"
             )
-        self.tokens = torch.full(
-            (batch, total), model.config.pad_id, dtype=torch.long, device=device
-        )
-        for b, prefix in enumerate(prefixes):
-            self.tokens[b, : len(prefix)] = torch.tensor(list(prefix), dtype=torch.long)
+        # (B, total): the prefixes, then pad slots the decoding fills
+        self.tokens = pad_right(prefixes, model.config.pad_id, min_len=total).to(device)
         self.lengths = self.prefix_lengths.clone()  # (B,) tokens so far
         self._prefilled = False
         if use_cache:

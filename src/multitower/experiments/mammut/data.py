@@ -29,6 +29,7 @@ from multitower.data.image_readers import (
     read_webdataset_shards,
 )
 from multitower.data.images import ImageTransform
+from multitower.data.padding import pad_right
 from multitower.data.tokenizer import TextTokenizer
 
 DATA_SOURCES = ("scenes", "coco", "webdataset")
@@ -248,17 +249,10 @@ class MaMMUTDataset:
 
 def collate_mammut(items: list[tuple], pad_id: int = 0) -> MaMMUTBatch:
     """Stack images and right-pad the token sequences."""
-
-    def pad(rows: list[list], value: float, dtype: torch.dtype) -> torch.Tensor:
-        out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=dtype)
-        for i, row in enumerate(rows):
-            out[i, : len(row)] = torch.tensor(row, dtype=dtype)
-        return out
-
     images = torch.stack([it[0] for it in items])
     return MaMMUTBatch(
         images,
-        pad([it[1] for it in items], pad_id, torch.long),
-        pad([it[2] for it in items], pad_id, torch.long),
-        pad([it[3] for it in items], 0.0, torch.float32),
+        pad_right([it[1] for it in items], pad_id),
+        pad_right([it[2] for it in items], pad_id),
+        pad_right([it[3] for it in items], 0.0, dtype=torch.float32),
     )

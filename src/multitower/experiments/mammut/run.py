@@ -12,7 +12,6 @@ A MaMMUT run directory holds::
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -206,19 +205,15 @@ def evaluate_run(
     }
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON (NaN/inf as strings)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    write_text_atomic(path, json.dumps(clean(payload), indent=2) + "\n")
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as strings, so the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 # -- loading a trained run ---------------------------------------------------------------------

@@ -250,7 +250,8 @@ def build_components(sections: dict[str, Any]) -> MaMMUTComponents:
     """Build tokenizer, model, task, datasets and evaluation set from the config sections.
 
     Raises:
-        ConfigError: inconsistent sections (text length, vocabulary) or no training data.
+        ConfigError: inconsistent sections (text or caption length, special ids,
+            vocabulary) or no training data.
     """
     model_cfg: MaMMUTConfig = sections["model"]
     data_cfg: MaMMUTDataConfig = sections["data"]
@@ -260,6 +261,11 @@ def build_components(sections: dict[str, Any]) -> MaMMUTComponents:
         raise ConfigError(
             f"data.max_text_len={data_cfg.max_text_len} exceeds model.max_seq_len="
             f"{model_cfg.max_seq_len}"
+        )
+    if 1 + eval_cfg.max_caption_tokens > model_cfg.max_seq_len:
+        raise ConfigError(
+            f"eval.max_caption_tokens={eval_cfg.max_caption_tokens}: a generated caption "
+            f"(bos + that many tokens) exceeds model.max_seq_len={model_cfg.max_seq_len}"
         )
     ids = (model_cfg.pad_id, model_cfg.bos_id, model_cfg.eos_id)
     if ids != (0, 1, 2):

@@ -1,11 +1,47 @@
-"""Configuration of the speech-text experiment (the YAML sections of ``multitower run``)."""
+"""Configuration of the speech-text experiment (the YAML sections of ``multitower run``).
+
+The model sections are the models' own config dataclasses, so each field has one
+definition, one default and the model's own checks, and those checks run when
+the config is read, before any stage::
+
+    text_tower, speech_tower   DecoderConfig            (models/decoder.py)
+    fusion                     ZipperConfig             (models/zipper.py); its towers
+                                                        are the two sections above
+    recognizer                 RecognizerSection: a UnitRecognizerConfig
+                               (models/unit_recognizer.py) + how it is trained
+
+Design: a section *is* the model config; the fields known only at run time (the
+vocabulary sizes, from the tokenizers; the recogniser's alphabet size; the
+zipper's towers; the special ids, fixed by the tokenizers' layout) are marked with
+:func:`~multitower.config.run_time_keys`. The YAML may not set them, and until the
+experiment fills them in with ``dataclasses.replace`` (:func:`tower_config`,
+:meth:`RecognizerSection.model_config`, ``build_system``) they hold
+:data:`RUN_TIME_SIZE`, the smallest size the model configs accept, so a
+``__post_init__`` check that passes here passes with the real sizes too. This
+was chosen over a separate "spec" class per model because such a class either
+re-declares the model's fields (the duplication this replaces: the old sections
+had no checks and their own defaults) or is generated at run time (no static
+types). The recogniser section extends :class:`UnitRecognizerConfig` instead of
+nesting it because run directories' ``config.yaml`` keep its keys flat, beside
+``unit_noise`` and ``train``.
+
+The experiment's default sections keep the recipe's values where they differ
+from a model's default (towers: 1024 positions; recogniser: 3 layers); a section
+given in part takes its missing keys from these defaults.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from multitower.config import run_time_keys
+from multitower.data.speech.corpus import SpeechCorpusConfig
 from multitower.data.speech.units import UnitConfig
+from multitower.models.decoder import DecoderConfig
+from multitower.models.unit_recognizer import UnitRecognizerConfig
+from multitower.models.zipper import ZipperConfig
 from multitower.train.trainer import TrainConfig
 
 SYSTEMS: dict[str, dict[str, Any]] = {
@@ -15,6 +51,11 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "baseline": {"kind": "baseline", "freeze": ()},
 }
 
+# Stand-in for the sizes known at run time: the smallest the model configs accept
+# (a tower's vocabulary must hold pad, bos and eos).
+RUN_TIME_SIZE = 3
+TOWER_RUN_TIME_KEYS = ("vocab_size", "pad_id", "bos_id", "eos_id")
+
 
 @dataclass(frozen=True)
 class CorpusSection:
@@ -22,7 +63,8 @@ class CorpusSection:
 
     n_text: int = 20000
     n_unaligned: int = 2000
-    n_aligned: int = 1000
+    # the full recipe's; 1000 left the 1% fraction fewer examples than one fine-tuning batch
+    n_aligned: int = 4000
     n_test: int = 200
     voices: tuple[str, ...] = ("en-us", "en-gb-x-rp", "en+m3", "en+f2")
     rates: tuple[int, ...] = (150, 190)
@@ -35,6 +77,19 @@ class CorpusSection:
     def __post_init__(self) -> None:
         if self.n_text < 1 or self.n_aligned < 1 or self.n_test < 1 or self.n_unaligned < 1:
             raise ValueError("n_text, n_unaligned, n_aligned and n_test must all be >= 1")
+        self.speech_corpus_config(seed=0)  # the corpus builder's own checks (voices, ...)
+
+    def speech_corpus_config(self, *, seed: int) -> SpeechCorpusConfig:
+        """The speech corpus builder's config for these sizes and speakers."""
+        return SpeechCorpusConfig(
+            n_unaligned=self.n_unaligned,
+            n_aligned=self.n_aligned,
+            n_test=self.n_test,
+            seed=seed,
+            voices=self.voices,
+            rates=self.rates,
+            pitches=self.pitches,
+        )
 
 
 @dataclass(frozen=True)
@@ -45,34 +100,35 @@ class TextTokenizerSection:
     def __post_init__(self) -> None:
         if self.kind not in ("bpe", "characters"):
             raise ValueError(f"kind must be 'bpe' or 'characters', got {self.kind!r}")
+        if self.vocab_size < 5:
+            raise ValueError(
+                f"vocab_size must be >= 5 (3 special ids, the word-start mark and a "
+                f"character), got {self.vocab_size}"
+            )
 
 
 @dataclass(frozen=True)
-class TowerSection:
-    d_model: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    max_seq_len: int = 1024
+class RecognizerSection(UnitRecognizerConfig):
+    """The unit recogniser's model config plus how it is trained.
 
+    ``unit_vocab_size`` and ``num_chars`` are set at run time (see the module docstring).
+    """
 
-@dataclass(frozen=True)
-class FusionSection:
-    cross_attention_every: int = 2
-    input_projection: str = "paper"
-    fusion_mlp_ratio: float = 1.0
-
-
-@dataclass(frozen=True)
-class RecognizerSection:
-    d_model: int = 128
-    num_layers: int = 3
-    num_heads: int = 4
-    upsample: int = 2
     unit_noise: float = 0.1  # augmentation: share of units replaced at random per read
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(max_steps=1000, batch_size=32, lr=1e-3, warmup_steps=50)
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.unit_noise < 1.0:
+            raise ValueError(f"unit_noise must lie in [0, 1), got {self.unit_noise}")
+
+    def model_config(self, *, unit_vocab_size: int, num_chars: int) -> UnitRecognizerConfig:
+        """The recogniser's :class:`UnitRecognizerConfig` with its run-time sizes."""
+        model_fields = {f.name: getattr(self, f.name) for f in fields(UnitRecognizerConfig)}
+        model_fields |= {"unit_vocab_size": unit_vocab_size, "num_chars": num_chars}
+        return UnitRecognizerConfig(**model_fields)
 
 
 @dataclass(frozen=True)
@@ -83,6 +139,35 @@ class EvalSection:
     max_new_speech: int = 400
     temperature: float = 0.0
     top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_test", "batch_size", "max_new_text", "max_new_speech"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
+
+
+def tower_config(section: DecoderConfig, vocab_size: int) -> DecoderConfig:
+    """A tower's decoder config: its section with the tokenizer's vocabulary size.
+
+    Both tokenizers put pad, bos and eos at ids 0, 1 and 2, the config's defaults.
+    """
+    return replace(section, vocab_size=vocab_size)
+
+
+def _tower() -> DecoderConfig:
+    return DecoderConfig(
+        vocab_size=RUN_TIME_SIZE, d_model=128, num_layers=4, num_heads=4, max_seq_len=1024
+    )
+
+
+def _recognizer() -> RecognizerSection:
+    return RecognizerSection(
+        unit_vocab_size=RUN_TIME_SIZE, num_chars=RUN_TIME_SIZE, d_model=128, num_layers=3
+    )
 
 
 @dataclass(frozen=True)
@@ -97,9 +182,16 @@ class SpeechTextConfig:
             codebook_size=256, unit_rate=25, frames_per_unit=4, dedup=True
         )
     )
-    text_tower: TowerSection = field(default_factory=TowerSection)
-    speech_tower: TowerSection = field(default_factory=TowerSection)
-    fusion: FusionSection = field(default_factory=FusionSection)
+    text_tower: DecoderConfig = field(
+        default_factory=_tower, metadata=run_time_keys(*TOWER_RUN_TIME_KEYS)
+    )
+    speech_tower: DecoderConfig = field(
+        default_factory=_tower, metadata=run_time_keys(*TOWER_RUN_TIME_KEYS)
+    )
+    fusion: ZipperConfig = field(
+        default_factory=lambda: ZipperConfig({"speech": _tower(), "text": _tower()}),
+        metadata=run_time_keys(towers={"speech": "speech_tower", "text": "text_tower"}),
+    )
     pretrain_text: TrainConfig = field(
         default_factory=lambda: TrainConfig(max_steps=1500, batch_size=64, lr=1e-3)
     )
@@ -109,7 +201,9 @@ class SpeechTextConfig:
     finetune: TrainConfig = field(
         default_factory=lambda: TrainConfig(max_steps=600, batch_size=32, lr=3e-4, fusion_lr=1e-3)
     )
-    recognizer: RecognizerSection = field(default_factory=RecognizerSection)
+    recognizer: RecognizerSection = field(
+        default_factory=_recognizer, metadata=run_time_keys("unit_vocab_size", "num_chars")
+    )
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     # aligned pairs held out of every fraction; their loss is scored every
     # finetune.eval_every steps and at the end, and the best step is kept (0: the last)
@@ -148,6 +242,46 @@ class SpeechTextConfig:
                 raise ValueError(
                     f"system_fractions[{s}]: {list(fracs)} must be a non-empty subset of "
                     f"fractions {list(self.fractions)}"
+                )
+        towers = {"speech": self.speech_tower, "text": self.text_tower}
+        if self.fusion.towers != towers:  # built in Python with other towers: check against them
+            try:
+                object.__setattr__(self, "fusion", replace(self.fusion, towers=towers))
+            except ValueError as err:
+                raise ValueError(f"fusion: {err}") from err
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Values each section accepts alone but that cannot work together."""
+        for name in ("text_tower", "speech_tower"):
+            if getattr(self, name).max_seq_len < 3:
+                raise ValueError(
+                    f"{name}.max_seq_len={getattr(self, name).max_seq_len}: a pre-training "
+                    "sequence needs bos, one id and eos (at least 3)"
+                )
+        if self.eval.max_new_speech > self.recognizer.max_len:
+            raise ValueError(
+                f"eval.max_new_speech={self.eval.max_new_speech} exceeds recognizer.max_len="
+                f"{self.recognizer.max_len}: the recogniser could not read the generated speech"
+            )
+        pool = self.corpus.n_aligned - self.valid_pairs
+        if pool < 1:
+            raise ValueError(
+                f"valid_pairs={self.valid_pairs} leaves no aligned pair for fine-tuning "
+                f"(corpus.n_aligned={self.corpus.n_aligned})"
+            )
+        # examples per training stage, both directions for fine-tuning
+        smallest = min(2 * max(1, math.ceil(f * pool)) for f in self.fractions)
+        for stage, examples, what in (
+            ("pretrain_speech", self.corpus.n_unaligned, "corpus.n_unaligned"),
+            ("recognizer.train", self.corpus.n_aligned, "corpus.n_aligned"),
+            ("finetune", smallest, "2 x the aligned pairs of the smallest fraction"),
+        ):
+            batch = self.recognizer.train if stage == "recognizer.train" else getattr(self, stage)
+            if batch.batch_size > examples:
+                raise ValueError(
+                    f"{stage}.batch_size={batch.batch_size} exceeds the {examples} training "
+                    f"examples ({what}): not one batch"
                 )
 
     def runs(self, fraction: float) -> list[str]:

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import json
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from multitower.data.text import normalize_text
 from multitower.data.tokenizer import TextTokenizer
 from multitower.generation import generate
 from multitower.interleave import Segment
-from multitower.io import write_text_atomic
+from multitower.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 
 def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
@@ -168,7 +168,7 @@ def results_table(summary: dict[str, Any]) -> str:
 def write_results(summary: dict[str, Any], out_dir: Path) -> None:
     """``results.json``, ``results.md`` and ``wer_vs_fraction.png`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "results.json", json.dumps(summary, indent=1) + "\n")
+    write_json_atomic(out_dir / "results.json", summary, indent=1)
     write_text_atomic(out_dir / "results.md", results_table(summary))
     import matplotlib
 
@@ -201,7 +201,7 @@ def write_results(summary: dict[str, Any], out_dir: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0, 1].legend()
     fig.tight_layout()
-    tmp = out_dir / ".wer_vs_fraction.png"
-    fig.savefig(tmp, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(out_dir / "wer_vs_fraction.png")
+    write_bytes_atomic(out_dir / "wer_vs_fraction.png", png.getvalue())

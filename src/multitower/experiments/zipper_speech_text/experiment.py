@@ -17,27 +17,29 @@ skipped on a re-run; an interrupted training resumes from its last checkpoint)::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from multitower.config import ConfigError, to_plain
+from multitower.data.padding import pad_right
 from multitower.data.sentences import generate_sentences
 from multitower.data.speech import read_audio
-from multitower.data.speech.corpus import SpeechCorpusConfig, build_speech_text_corpus
+from multitower.data.speech.corpus import build_speech_text_corpus
 from multitower.data.speech.units import SpeechUnitTokenizer
 from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
 from multitower.experiments.zipper_speech_text.config import (
     SYSTEMS,
-    FusionSection,
     SpeechTextConfig,
-    TowerSection,
+    tower_config,
 )
 from multitower.experiments.zipper_speech_text.pairs import (
     InterleavedLMTask,
@@ -45,7 +47,6 @@ from multitower.experiments.zipper_speech_text.pairs import (
     TokenSequences,
     interleaved_collate,
     mean_loss,
-    pad_sequences,
 )
 from multitower.io import write_text_atomic
 from multitower.models.baseline import expand_vocabulary
@@ -59,40 +60,46 @@ from multitower.train.trainer import TrainConfig
 UNIT_OFFSET = 3  # speech tower ids: 0 pad, 1 bos, 2 eos, then units
 
 
-def tower_config(section: TowerSection, vocab_size: int) -> DecoderConfig:
-    """A tower's decoder config from its YAML section and its vocabulary size."""
-    return DecoderConfig(
-        vocab_size=vocab_size,
-        d_model=section.d_model,
-        num_layers=section.num_layers,
-        num_heads=section.num_heads,
-        mlp_ratio=section.mlp_ratio,
-        max_seq_len=section.max_seq_len,
-    )
-
-
 def build_system(
-    system: str, text: DecoderTower, speech: DecoderTower, fusion: FusionSection, seed: int
+    system: str, text: DecoderTower, speech: DecoderTower, fusion: ZipperConfig, seed: int
 ) -> nn.Module:
-    """A system to fine-tune, initialised from the pre-trained towers (see :data:`SYSTEMS`)."""
+    """A system to fine-tune, initialised from the pre-trained towers (see :data:`SYSTEMS`).
+
+    ``fusion`` gives the Zipper's fusion settings; its towers are replaced by the
+    pre-trained towers' configs.
+    """
     spec = SYSTEMS[system]
     if spec["kind"] == "baseline":
         generator = torch.Generator().manual_seed(seed)
         return expand_vocabulary(
             text, "text", {"speech": speech.config.vocab_size}, generator=generator
         )
-    zcfg = ZipperConfig(
-        {"speech": speech.config, "text": text.config},
-        cross_attention_every=fusion.cross_attention_every,
-        input_projection=fusion.input_projection,
-        fusion_mlp_ratio=fusion.fusion_mlp_ratio,
-    )
+    zcfg = replace(fusion, towers={"speech": speech.config, "text": text.config})
     torch.manual_seed(seed)
     model = Zipper(zcfg)
     model.load_tower("text", text)
     model.load_tower("speech", speech)
     model.freeze_towers(spec["freeze"])
     return model
+
+
+def evaluation_pairs(
+    splits: dict[str, list[tuple[str, str, Path]]],
+    units: dict[str, list[list[int]]],
+    text_tok: TextTokenizer,
+    max_test: int,
+) -> tuple[list[tuple[list[int], list[int]]], list[str]]:
+    """The evaluated test utterances: ``(speech ids, text ids)`` pairs and their transcripts.
+
+    Args:
+        splits: :meth:`SpeechTextExperiment.corpus`.
+        units: speech-tower ids per split (:meth:`SpeechTextExperiment.encode_units`).
+        text_tok: the text tokenizer.
+        max_test: the first this many test utterances are evaluated.
+    """
+    items = splits["test"][:max_test]
+    pairs = [(u, text_tok.encode(t)) for u, (_, t, _) in zip(units["test"], items)]
+    return pairs, [t for _, t, _ in items]
 
 
 def finetune_config(system: str, cfg: TrainConfig) -> TrainConfig:
@@ -123,15 +130,7 @@ class SpeechTextExperiment:
     def corpus(self) -> dict[str, list[tuple[str, str, Path]]]:
         """Splits -> [(utterance id, transcript, audio path)]."""
         c = self.cfg.corpus
-        corpus_cfg = SpeechCorpusConfig(
-            n_unaligned=c.n_unaligned,
-            n_aligned=c.n_aligned,
-            n_test=c.n_test,
-            seed=self.cfg.seed,
-            voices=c.voices,
-            rates=c.rates,
-            pitches=c.pitches,
-        )
+        corpus_cfg = c.speech_corpus_config(seed=self.cfg.seed)
         root = Path(c.dir) if c.dir else self.run_dir / "corpus"
         log(f"corpus: {root} ({c.n_unaligned} unaligned, {c.n_aligned} aligned, {c.n_test} test)")
         corpus = build_speech_text_corpus(root, corpus_cfg, quiet=self.quiet)
@@ -165,11 +164,13 @@ class SpeechTextExperiment:
         path = self.run_dir / "text" / "tokenizer.json"
         if not self.stages.get("text_tokenizer"):
             t = self.cfg.text_tokenizer
-            tok = (
-                TextTokenizer.train_bpe(sentences, t.vocab_size)
-                if t.kind == "bpe"
-                else TextTokenizer.characters(sentences)
-            )
+            if t.kind == "bpe":
+                try:
+                    tok = TextTokenizer.train_bpe(sentences, t.vocab_size)
+                except ValueError as err:  # too small for the corpus's alphabet
+                    raise ConfigError(f"text_tokenizer.vocab_size: {err}") from err
+            else:
+                tok = TextTokenizer.characters(sentences)
             tok.save(path)
             self.stages.mark("text_tokenizer", {"vocab_size": tok.vocab_size})
         return TextTokenizer.load(path)
@@ -229,7 +230,7 @@ class SpeechTextExperiment:
                 tower,
                 NextTokenTask(cfg.pad_id),
                 data,
-                pad_sequences(cfg.pad_id),
+                functools.partial(pad_right, pad_value=cfg.pad_id),
                 train_cfg,
                 stage_dir,
                 seed=seed,
@@ -246,7 +247,6 @@ class SpeechTextExperiment:
             load_recognizer,
             train_recognizer,
         )
-        from multitower.models.unit_recognizer import UnitRecognizerConfig
 
         stage_dir = self.run_dir / "recognizer"
         if not self.stages.get("recognizer"):
@@ -255,14 +255,7 @@ class SpeechTextExperiment:
                 f"recognizer: CTC on all {len(aligned_units)} aligned pairs ({r.train.max_steps} steps)"
             )
             alphabet = CharAlphabet.from_transcripts(aligned_text)
-            config = UnitRecognizerConfig(
-                unit_vocab_size=speech_vocab,
-                num_chars=alphabet.num_classes,
-                d_model=r.d_model,
-                num_layers=r.num_layers,
-                num_heads=r.num_heads,
-                upsample=r.upsample,
-            )
+            config = r.model_config(unit_vocab_size=speech_vocab, num_chars=alphabet.num_classes)
             pairs = list(zip(aligned_units, aligned_text))
             train_recognizer(
                 pairs,
@@ -302,9 +295,7 @@ class SpeechTextExperiment:
 
         aligned_text = [t for _, t, _ in splits["aligned"]]
         aligned = [(u, text_tok.encode(t)) for u, t in zip(units["aligned"], aligned_text)]
-        test_items = splits["test"][: cfg.eval.max_test]
-        test = [(u, text_tok.encode(t)) for u, (_, t, _) in zip(units["test"], test_items)]
-        test_texts_list = [t for _, t, _ in test_items]
+        test, test_texts_list = evaluation_pairs(splits, units, text_tok, cfg.eval.max_test)
         recognizer, alphabet = self.recognizer(units["aligned"], aligned_text, speech_vocab)
 
         from multitower.experiments.zipper_speech_text.evaluate import wer
@@ -392,7 +383,7 @@ class SpeechTextExperiment:
                     self.stages.mark(key, info)
                 results.append(self.stages.get(key))
         summary = {
-            "config": _plain(asdict(cfg)),
+            "config": to_plain(cfg),
             "corpus": {
                 "aligned": len(aligned),
                 "test": len(test),
@@ -428,11 +419,3 @@ def _best_default(results: list[dict[str, Any]]) -> str:
     zips = [r for r in results if r["system"] == "zipper"] or results
     best = max(zips, key=lambda r: r["fraction"])
     return f"{best['system']}_{best['fraction']:g}"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -1,7 +1,7 @@
 """Training data and task for interleaved multimodal language models (Zipper, baseline).
 
-* :class:`TokenSequences` + :func:`pad_sequences` + ``NextTokenTask``: one-modality
-  pre-training of a tower (text on text, speech tower on speech units).
+* :class:`TokenSequences` + :func:`~multitower.data.padding.pad_right` + ``NextTokenTask``:
+  one-modality pre-training of a tower (text on text, speech tower on speech units).
 * :class:`PairedDirections`: aligned (speech, text) pairs turned into speech
   recognition examples ``[speech][text]`` (loss on text) and synthesis examples
   ``[text][speech]`` (loss on speech); both directions can be trained at once
@@ -41,19 +41,6 @@ class TokenSequences:
     def __getitem__(self, i: int) -> list[int]:
         ids = list(self.sequences[i])[: self.max_len - 2]
         return [self.bos, *ids, self.eos]
-
-
-def pad_sequences(pad_id: int) -> Callable[[list[list[int]]], torch.Tensor]:
-    """Collate function: right-pad id lists to ``(B, T)`` with ``pad_id``."""
-
-    def collate(items: list[list[int]]) -> torch.Tensor:
-        T = max(len(x) for x in items)
-        out = torch.full((len(items), T), pad_id, dtype=torch.long)
-        for b, x in enumerate(items):
-            out[b, : len(x)] = torch.tensor(x, dtype=torch.long)
-        return out
-
-    return collate
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from multitower.data.charset import CharAlphabet
+from multitower.data.padding import pad_right
 from multitower.generation.ctc import greedy_decode
 from multitower.io import write_text_atomic
 from multitower.losses import ctc_loss
@@ -40,7 +41,6 @@ from multitower.train.task import LossOutput
 from multitower.train.trainer import EvalFn, TrainConfig, Trainer
 
 ALPHABET_NAME = "alphabet.json"
-MODEL_TYPE = "UnitRecognizer"
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -61,15 +61,11 @@ class UnitCTCBatch:
     target_lengths: torch.Tensor
 
 
-def pad_sequences(
+def _pad_with_lengths(
     seqs: Sequence[Sequence[int] | torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad integer sequences with 0: ``(B, max_len)`` long tensor and ``(B,)`` lengths."""
-    lengths = [len(s) for s in seqs]
-    out = torch.zeros(len(seqs), max(lengths, default=0), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out, torch.tensor(lengths, dtype=torch.long)
+    return pad_right(seqs, 0), torch.tensor([len(s) for s in seqs], dtype=torch.long)
 
 
 class UnitTranscriptDataset:
@@ -134,8 +130,8 @@ class UnitTranscriptDataset:
 
 def collate_unit_ctc(items: list[tuple[torch.Tensor, torch.Tensor]]) -> UnitCTCBatch:
     """Pad a list of ``(units, char_ids)`` into a :class:`UnitCTCBatch`."""
-    units, lengths = pad_sequences([u for u, _ in items])
-    targets, target_lengths = pad_sequences([t for _, t in items])
+    units, lengths = _pad_with_lengths([u for u, _ in items])
+    targets, target_lengths = _pad_with_lengths([t for _, t in items])
     return UnitCTCBatch(units, lengths, targets, target_lengths)
 
 
@@ -206,7 +202,7 @@ def transcribe(
             idx = [i for i in order[start : start + batch_size] if len(unit_sequences[i])]
             if not idx:
                 continue
-            units, lengths = pad_sequences([unit_sequences[i] for i in idx])
+            units, lengths = _pad_with_lengths([unit_sequences[i] for i in idx])
             log_probs, out_lengths = model(units.to(device), lengths.to(device))  # (B, T*U, C)
             for i, ids in zip(idx, greedy_decode(log_probs, out_lengths)):
                 texts[i] = alphabet.decode(ids)
