@@ -446,8 +446,9 @@ class Zipper(nn.Module):
             match op:
                 case RunLayers(tower, start, stop):
                     positions = batch[tower].positions if caching else None
-                    for layer in self.towers[tower].blocks[start:stop]:
-                        x[tower] = layer(x[tower], positions=positions)
+                    blocks = self.towers[tower].blocks
+                    for i in range(start, stop):  # a slice would rebuild the stack
+                        x[tower] = blocks[i](x[tower], positions=positions)
                 case ShareState(tower, depth, readers):
                     shared[(tower, depth)] = x[tower]
                     if caching:
