@@ -273,6 +273,22 @@ def _read_manifest(root: Path) -> dict | None:
     )
 
 
+def load_speech_corpus(root: str | Path) -> SpeechCorpus:
+    """Open a corpus built by :func:`build_speech_text_corpus`, without checking its hash.
+
+    Raises:
+        FileNotFoundError: if ``root`` holds no valid ``manifest.json`` or misses a split folder.
+    """
+    root = Path(root)
+    manifest = _read_manifest(root) if root.is_dir() else None
+    if manifest is None:
+        raise FileNotFoundError(f"{root} is not a speech corpus (no valid {MANIFEST})")
+    missing = [split for split in SPLITS if not (root / split).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"speech corpus {root} has no split folder {missing[0]!r}")
+    return SpeechCorpus(root, manifest, reused=True)
+
+
 def build_speech_text_corpus(
     out_dir: str | Path,
     config: SpeechCorpusConfig | None = None,
