@@ -471,11 +471,11 @@ def evaluate_unit_tokenizer(
     seconds = 0.0
     for utt in utterances:
         audio = read_audio(utt.path, cfg.sample_rate)  # (T,)
-        frame_units = tokenizer.encode(audio, dedup=False).tolist()
+        frame_units = tokenizer.encode(audio, dedup=False, speaker=utt.speaker).tolist()
         units.append(frame_units)
         labels.append(unit_phone_labels(phones[utt.id], len(frame_units), cfg.samples_per_unit))
         speakers.append(utt.speaker)
-        emitted += len(tokenizer.encode(audio))
+        emitted += len(tokenizer.encode(audio, speaker=utt.speaker))
         seconds += audio.shape[0] / cfg.sample_rate
     frames = frame_measures(units, labels, speakers)
 
