@@ -176,8 +176,8 @@ def test_unit_phone_labels_take_the_phone_at_each_unit_centre() -> None:
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("run")
     config = SpeechCorpusConfig(
-        n_unaligned=8,
-        n_aligned=6,
+        n_unaligned=16,
+        n_aligned=16,
         n_test=2,
         voices=("en-us", "en+f2"),
         rates=(170,),
@@ -185,11 +185,18 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     with Synthesizer() as synth:
         corpus = build_speech_text_corpus(root / "corpus", config, quiet=True, synthesizer=synth)
-    paths = [u.path for u in corpus.utterances("unaligned")]
-    tok = SpeechUnitTokenizer.fit(
-        paths,
-        UnitConfig(codebook_size=16, unit_rate=25, frames_per_unit=4, dedup=True, kmeans_iters=5),
+    fit = corpus.utterances("unaligned")
+    config = UnitConfig(
+        codebook_size=16,
+        unit_rate=25,
+        frames_per_unit=4,
+        features="mfcc",
+        deltas=2,
+        cmvn="speaker",  # the report must pass each utterance's speaker
+        dedup=True,
+        kmeans_iters=5,
     )
+    tok = SpeechUnitTokenizer.fit([u.path for u in fit], config, speakers=[u.speaker for u in fit])
     tok.save(root / "units" / "tokenizer")
     return root
 
@@ -203,7 +210,7 @@ def test_units_report_command(run_dir: Path, capsys: pytest.CaptureFixture[str])
         assert isinstance(report[key], float), key
     assert 0 < report["pnmi"] < 1 and 0 < report["phone_purity"] <= 1
     assert 0 <= report["cross_voice_distance"] <= 1
-    assert report["frames"]["n_utterances"] == 6 and report["distances"]["n_sentences"] == 2
+    assert report["frames"]["n_utterances"] == 16 and report["distances"]["n_sentences"] == 2
     assert report["unit_config"]["codebook_size"] == 16
     # 25 Hz units, deduplicated: fewer than 25 per second.
     assert 5 < report["units_per_second"] <= 25

@@ -475,7 +475,8 @@ def evaluate_unit_tokenizer(
         units.append(frame_units)
         labels.append(unit_phone_labels(phones[utt.id], len(frame_units), cfg.samples_per_unit))
         speakers.append(utt.speaker)
-        emitted += len(tokenizer.encode(audio, speaker=utt.speaker))
+        # What encode() emits by default: the frame units, de-duplicated if configured.
+        emitted += len(dedup(frame_units)) if cfg.dedup else len(frame_units)
         seconds += audio.shape[0] / cfg.sample_rate
     frames = frame_measures(units, labels, speakers)
 
@@ -490,7 +491,7 @@ def evaluate_unit_tokenizer(
     try:
         renderings = {
             (sentence, spk): tokenizer.encode(
-                synth.synthesize(sentence, corpus.speaker_voice(spk))
+                synth.synthesize(sentence, corpus.speaker_voice(spk)), speaker=spk
             ).tolist()
             for sentence in sentences
             for spk in voices
