@@ -21,12 +21,21 @@ recipe's size is used with every output pinned to the reference length (the
 reference transcript's tokens for ASR, the real utterance's units for TTS), so
 the work matches what a trained model does.
 
+Finally it measures unit quality (:mod:`multitower.eval.units`) of the
+recommended unit design (:data:`UNIT_DESIGN`) on a small generated corpus with
+the recipe's 16-speaker plan: fitted on its unaligned split, scored on its
+aligned split, cross-voice distances on its test sentences; printed as
+``pnmi=... speaker_info=... cross_voice_distance=...`` before the summary line.
+The corpus is small (a few minutes in all), so the numbers are below those of
+the full recipe's corpus (see UNITS_FINDINGS.md).
+
 Run: ``python benchmarks/speech_pipeline.py [--n-utterances 32] [--run-dir runs/zipper_speech_text]``
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +52,17 @@ DEFAULT_VOICES = (
     Voice("en+f2", rate=190, pitch=60),
 )
 SUMMARY_KEYS = ["synth_utt_per_s", "tokenize_rtf", "asr_rtf", "tts_rtf"]
+UNIT_KEYS = ["pnmi", "speaker_info", "cross_voice_distance"]
+# The recommended unit design (UNITS_FINDINGS.md).
+UNIT_DESIGN = dict(
+    codebook_size=1024,
+    unit_rate=25,
+    frames_per_unit=4,
+    features="mfcc",
+    deltas=2,
+    cmvn="utterance",
+    dedup=True,
+)
 
 
 def _best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -201,6 +221,47 @@ def measure_inference(
     }
 
 
+def measure_unit_quality(
+    work_dir: str | Path,
+    *,
+    n_unaligned: int = 600,
+    n_aligned: int = 300,
+    n_test: int = 12,
+    seed: int = 0,
+    unit_config: UnitConfig | None = None,
+) -> dict[str, float]:
+    """Units report of ``unit_config`` (default :data:`UNIT_DESIGN`) on a small corpus.
+
+    Returns:
+        ``{"pnmi", "phone_purity", "speaker_info", "cross_voice_distance",
+        "units_per_second", "units_fit_s", "units_report_s"}``.
+    """
+    from multitower.data.speech.corpus import SpeechCorpusConfig, build_speech_text_corpus
+    from multitower.eval.units import evaluate_unit_tokenizer
+
+    unit_config = unit_config or UnitConfig(**UNIT_DESIGN)
+    corpus = build_speech_text_corpus(
+        Path(work_dir) / "corpus",
+        SpeechCorpusConfig(n_unaligned=n_unaligned, n_aligned=n_aligned, n_test=n_test, seed=seed),
+        quiet=True,
+    )
+    fit_utts = corpus.utterances("unaligned")
+    start = time.perf_counter()
+    tokenizer = SpeechUnitTokenizer.fit(
+        [u.path for u in fit_utts], unit_config, speakers=[u.speaker for u in fit_utts]
+    )
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    report = evaluate_unit_tokenizer(tokenizer, corpus, split="aligned", n_sentences=n_test)
+    d = report.to_dict()
+    return {
+        **{k: d[k] for k in ("pnmi", "phone_purity", "speaker_info", "cross_voice_distance")},
+        "units_per_second": d["units_per_second"],
+        "units_fit_s": fit_s,
+        "units_report_s": time.perf_counter() - start,
+    }
+
+
 def format_table(results: dict[str, float]) -> str:
     """Two-column text table of every figure."""
     width = max(len(k) for k in results)
@@ -221,6 +282,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run-dir", default=None, help="a finished speech-text run to time")
     parser.add_argument("--inference-utterances", type=int, default=8)
+    parser.add_argument(
+        "--units-utterances",
+        type=int,
+        default=600,
+        help="unaligned utterances of the unit-quality corpus (aligned: half as many)",
+    )
     args = parser.parse_args()
     frames_per_unit = 100 // args.unit_rate
     config = UnitConfig(
@@ -235,7 +302,13 @@ def main() -> None:
     results.update(
         measure_inference(sentences, kept["audios"][:n], kept["tokenizer"], args.run_dir)
     )
+    with tempfile.TemporaryDirectory(prefix="speech_pipeline_units_") as work:
+        quality = measure_unit_quality(
+            work, n_unaligned=args.units_utterances, n_aligned=args.units_utterances // 2
+        )
+    results.update(quality)
     print(format_table(results))
+    print(summary_line(results, UNIT_KEYS))
     print(summary_line(results))
 
 

@@ -21,6 +21,7 @@ from multitower.data.speech.corpus import (
     plan_corpus,
 )
 from multitower.data.speech.librispeech import LibriSpeechWriter, read_librispeech
+from multitower.data.speech.phones import PhoneAlignment
 from multitower.data.speech.synth import Synthesizer, Voice
 
 
@@ -217,11 +218,13 @@ class _CrashingSynth:
     def espeak_version(self) -> str:
         return self.real.espeak_version
 
-    def synthesize(self, text: str, voice: Voice | None = None) -> torch.Tensor:
+    def synthesize_with_phones(
+        self, text: str, voice: Voice | None = None
+    ) -> tuple[torch.Tensor, PhoneAlignment]:
         self.calls += 1
         if self.calls > self.fail_after:
             raise RuntimeError("simulated crash")
-        return self.real.synthesize(text, voice)
+        return self.real.synthesize_with_phones(text, voice)
 
 
 def test_crash_mid_build_leaves_no_corpus(tmp_path: Path, synth: Synthesizer) -> None:

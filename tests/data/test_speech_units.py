@@ -12,7 +12,16 @@ import torch
 from safetensors.torch import save_file
 
 from multitower.data.sentences import generate_sentences
-from multitower.data.speech.features import LogMel, hz_to_mel, mel_filterbank, mel_to_hz
+from multitower.data.speech.features import (
+    LogMel,
+    add_deltas,
+    dct_matrix,
+    hz_to_mel,
+    mel_filterbank,
+    mel_to_hz,
+    mfcc_from_logmel,
+    utterance_cmvn,
+)
 from multitower.data.speech.kmeans import assign, kmeans
 from multitower.data.speech.resynth import (
     ResynthConfig,
@@ -23,7 +32,12 @@ from multitower.data.speech.resynth import (
     units_to_waveform,
 )
 from multitower.data.speech.synth import Synthesizer, Voice
-from multitower.data.speech.units import SpeechUnitTokenizer, UnitConfig, dedup_units
+from multitower.data.speech.units import (
+    SpeechUnitTokenizer,
+    UnitConfig,
+    dedup_units,
+    smooth_runs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -329,3 +343,138 @@ def test_resynthesis_length_and_values(
     assert (tmp_path / "u.wav").is_file() and written.shape == (50 * 320,)
     with pytest.raises(ValueError, match="unit ids"):
         units_to_waveform(torch.tensor([0, 32]), tokenizer)
+
+
+# ----------------------------------------------------------------------------
+# Feature options: MFCC, deltas, CMVN, run smoothing
+# ----------------------------------------------------------------------------
+def test_dct_matches_loop_reference_and_is_orthonormal() -> None:
+    n = 8
+    ref = torch.zeros(n, n, dtype=torch.float64)
+    for m in range(n):
+        for k in range(n):
+            scale = math.sqrt(1 / n) if k == 0 else math.sqrt(2 / n)
+            ref[m, k] = scale * math.cos(math.pi * k * (2 * m + 1) / (2 * n))
+    torch.testing.assert_close(dct_matrix(n, n), ref.float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        dct_matrix(n, n).T @ dct_matrix(n, n), torch.eye(n), atol=1e-5, rtol=0
+    )
+    x = torch.randn(5, n)
+    torch.testing.assert_close(mfcc_from_logmel(x, 3), x @ ref[:, :3].float(), atol=1e-5, rtol=0)
+
+
+def test_deltas_match_the_regression_formula() -> None:
+    x = torch.randn(9, 3)
+    d = add_deltas(x, 2)
+    assert d.shape == (9, 9)
+    torch.testing.assert_close(d[:, :3], x)
+    padded = torch.cat([x[:1], x[:1], x, x[-1:], x[-1:]])
+    for t in range(9):
+        expected = (1 * (padded[t + 3] - padded[t + 1]) + 2 * (padded[t + 4] - padded[t])) / 10
+        torch.testing.assert_close(d[t, 3:6], expected)
+    ramp = torch.arange(10.0)[:, None]  # a linear ramp: delta 1 inside, delta-delta 0
+    dd = add_deltas(ramp, 2)
+    torch.testing.assert_close(dd[2:-2, 1], torch.ones(6))
+    torch.testing.assert_close(dd[4:-4, 2], torch.zeros(2))
+    with pytest.raises(ValueError, match="delta order"):
+        add_deltas(x, 3)
+
+
+def test_utterance_cmvn() -> None:
+    x = torch.randn(50, 4) * torch.tensor([1.0, 2.0, 3.0, 0.0]) + 7.0
+    y = utterance_cmvn(x)
+    torch.testing.assert_close(y.mean(dim=0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        y[:, :3].std(dim=0, unbiased=False), torch.ones(3), atol=1e-5, rtol=0
+    )
+    assert torch.equal(y[:, 3], torch.zeros(50))  # a constant dimension is only centred
+
+
+def test_smooth_runs() -> None:
+    units = torch.tensor([5, 1, 1, 1, 2, 3, 3, 3, 4, 4, 4, 6])
+    assert smooth_runs(units, 1).tolist() == units.tolist()
+    assert smooth_runs(units, 2).tolist() == [1, 1, 1, 1, 1, 3, 3, 3, 4, 4, 4, 4]
+    assert smooth_runs(torch.tensor([1, 2, 3]), 2).tolist() == [1, 2, 3]  # no long run
+    assert smooth_runs(units, 3).shape == units.shape
+
+
+def test_feature_options_fit_encode_and_round_trip(
+    tmp_path: Path, speech: list[torch.Tensor]
+) -> None:
+    speakers = ["a", "b", "c"] * 5
+    config = UnitConfig(
+        codebook_size=16,
+        unit_rate=25,
+        frames_per_unit=4,
+        features="mfcc",
+        deltas=2,
+        cmvn="speaker",
+        min_run=2,
+        kmeans_iters=5,
+    )
+    assert config.frame_dim == 39 and config.feature_dim == 6 * 39
+    tok = SpeechUnitTokenizer.fit(speech[:15], config, speakers=speakers)
+    assert sorted(tok.speaker_stats) == ["a", "b", "c"]
+    units = tok.encode(speech[15], speaker="a", dedup=False)
+    assert units.shape == (config.num_units(speech[15].shape[0]),)
+    _, runs = dedup_units(units)
+    assert int(runs.min()) >= 2  # smoothed: no single-unit runs
+    # Speaker statistics change the units; unknown speakers are an error until added.
+    assert not torch.equal(units, tok.encode(speech[15], speaker="b", dedup=False))
+    with pytest.raises(ValueError, match="pass speaker"):
+        tok.encode(speech[15])
+    with pytest.raises(ValueError, match="add_speaker"):
+        tok.encode(speech[15], speaker="new")
+    tok.add_speaker("new", speech[15:])
+    tok.encode(speech[15], speaker="new")
+    assert tok.centroid_logmel().shape == (16, 4, 80)  # measured at fit time
+    tok.save(tmp_path / "t")
+    loaded = SpeechUnitTokenizer.load(tmp_path / "t")
+    assert loaded.config == config and sorted(loaded.speaker_stats) == ["a", "b", "c", "new"]
+    assert torch.equal(loaded.encode(speech[16], speaker="b"), tok.encode(speech[16], speaker="b"))
+    torch.testing.assert_close(loaded.centroid_logmel(), tok.centroid_logmel())
+    with pytest.raises(ValueError, match="speakers="):
+        SpeechUnitTokenizer.fit(speech[:15], config)
+    # Utterance CMVN: a quieter copy of an utterance keeps (nearly: the log floor
+    # of silent frames is not scale-free) its units; without CMVN most change.
+    agreement = {}
+    for cmvn in ("utterance", "none"):
+        tok = SpeechUnitTokenizer.fit(
+            speech[:15], UnitConfig(codebook_size=16, cmvn=cmvn, kmeans_iters=5)
+        )
+        quiet, loud = tok.encode(speech[16] * 0.25), tok.encode(speech[16])
+        agreement[cmvn] = float((quiet == loud).float().mean())
+    assert agreement["utterance"] > 0.9 > 0.5 > agreement["none"], agreement
+
+
+def test_version_1_tokenizer_files_still_load(
+    tmp_path: Path, speech: list[torch.Tensor], tokenizer: SpeechUnitTokenizer
+) -> None:
+    d = tmp_path / "v1"
+    tokenizer.save(d)
+    meta = json.loads((d / "unit_tokenizer.json").read_text())
+    meta["version"] = 1
+    del meta["speakers"]
+    for name in ("features", "n_mfcc", "deltas", "cmvn", "min_run"):
+        del meta["config"][name]  # a v1 file has none of the feature fields
+    (d / "unit_tokenizer.json").write_text(json.dumps(meta))
+    loaded = SpeechUnitTokenizer.load(d)
+    assert loaded.config == tokenizer.config
+    assert torch.equal(loaded.encode(speech[16]), tokenizer.encode(speech[16]))
+    meta["version"] = 7
+    (d / "unit_tokenizer.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="version 1 or 2"):
+        SpeechUnitTokenizer.load(d)
+
+
+def test_feature_option_validation() -> None:
+    for kwargs, field in (
+        ({"features": "spectrogram"}, "features"),
+        ({"cmvn": "global"}, "cmvn"),
+        ({"deltas": 3}, "deltas"),
+        ({"n_mfcc": 0}, "n_mfcc"),
+        ({"n_mfcc": 81}, "n_mfcc"),
+        ({"min_run": 0}, "min_run"),
+    ):
+        with pytest.raises(ValueError, match=f"UnitConfig.{field}"):
+            UnitConfig(**kwargs)

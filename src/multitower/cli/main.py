@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "run": "multitower.cli.run_cmd",
     "asr": "multitower.cli.asr_cmd",
     "tts": "multitower.cli.tts_cmd",
+    "units-report": "multitower.cli.units_cmd",
 }
 
 

@@ -4,6 +4,7 @@
 * :mod:`.synth`: espeak-ng speech synthesis, deterministic per utterance.
 * :mod:`.librispeech`: the LibriSpeech folder layout, writer and reader.
 * :mod:`.corpus`: the generated unaligned / aligned / test corpus.
+* :mod:`.phones`: phone labels from espeak-ng phoneme events (for measuring units).
 * :mod:`.features`: log-mel spectrogram.
 * :mod:`.units`: k-means speech units (the speech tower's tokens).
 * :mod:`.resynth`: units back to audio (Griffin-Lim) for listening.

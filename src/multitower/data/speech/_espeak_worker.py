@@ -18,8 +18,12 @@ Protocol, over stdin/stdout:
 * on start the worker writes one JSON line ``{"ok": true, "sample_rate": int,
   "version": str}`` (or ``{"ok": false, "error": str}`` and exits);
 * each request is one JSON line ``{"text", "voice", "rate", "pitch", "seed"}``;
-* each reply is one JSON line ``{"ok": true, "n_samples": n}`` followed by
-  ``2 * n`` bytes of little-endian int16 samples, or ``{"ok": false, "error": str}``.
+* each reply is one JSON line ``{"ok": true, "n_samples": n, "phones": [[start, name], ...]}``
+  followed by ``2 * n`` bytes of little-endian int16 samples, or
+  ``{"ok": false, "error": str}``. ``phones`` are espeak-ng's phoneme events
+  (``espeakEVENT_PHONEME``) in order: ``start`` is the event's ``sample`` field,
+  the phoneme's first sample at the native rate, and ``name`` its mnemonic as
+  espeak-ng writes it (stress marks included; the caller cleans them).
 
 The worker exits when stdin closes.
 """
@@ -32,13 +36,36 @@ import os
 import sys
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
+ESPEAK_INITIALIZE_PHONEME_EVENTS = 0x0001
 ESPEAK_INITIALIZE_DONT_EXIT = 0x8000
+EVENT_LIST_TERMINATED, EVENT_PHONEME = 0, 7
 ESPEAK_RATE, ESPEAK_PITCH = 1, 3
 POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
 
+
+class _EventId(ctypes.Union):
+    # The mnemonic is read from the raw bytes: a c_char array field would stop at the first NUL.
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_void_p), ("raw", ctypes.c_ubyte * 8)]
+
+
+class _Event(ctypes.Structure):
+    """``espeak_EVENT`` of ``speak_lib.h``."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
 )
 
 
@@ -66,7 +93,10 @@ def _load(library: str, data_dir: str) -> tuple[ctypes.CDLL, int]:
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     lib.espeak_ng_SetRandSeed.restype = None
     sample_rate = lib.espeak_Initialize(
-        AUDIO_OUTPUT_SYNCHRONOUS, 0, data_dir.encode(), ESPEAK_INITIALIZE_DONT_EXIT
+        AUDIO_OUTPUT_SYNCHRONOUS,
+        0,
+        data_dir.encode(),
+        ESPEAK_INITIALIZE_PHONEME_EVENTS | ESPEAK_INITIALIZE_DONT_EXIT,
     )
     return lib, sample_rate
 
@@ -80,10 +110,18 @@ def _write_all(fd: int, data: bytes) -> None:
 def _synthesize(lib: ctypes.CDLL, request: dict) -> bytes:
     """Synthesise one request in this (child) process; returns a full reply."""
     chunks: list[bytes] = []
+    phones: list[list] = []
 
-    def on_samples(wav, n_samples, _events):
+    def on_samples(wav, n_samples, events):
         if n_samples > 0 and wav:
             chunks.append(ctypes.string_at(wav, 2 * n_samples))
+        i = 0
+        while events and events[i].type != EVENT_LIST_TERMINATED:
+            event = events[i]
+            if event.type == EVENT_PHONEME:
+                name = bytes(event.id.raw).split(b"\0", 1)[0].decode("utf-8", errors="replace")
+                phones.append([int(event.sample), name])
+            i += 1
         return 0
 
     callback = _SYNTH_CALLBACK(on_samples)
@@ -102,7 +140,11 @@ def _synthesize(lib: ctypes.CDLL, request: dict) -> bytes:
         return _error(f"espeak_Synth failed (status {status})")
     lib.espeak_Synchronize()
     samples = b"".join(chunks)
-    return json.dumps({"ok": True, "n_samples": len(samples) // 2}).encode() + b"\n" + samples
+    return (
+        json.dumps({"ok": True, "n_samples": len(samples) // 2, "phones": phones}).encode()
+        + b"\n"
+        + samples
+    )
 
 
 def _error(message: str) -> bytes:

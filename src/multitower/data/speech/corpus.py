@@ -10,6 +10,10 @@ Three disjoint splits, each a LibriSpeech-layout folder (see
 * ``aligned``: (speech, transcript) pairs for fine-tuning the fused model.
 * ``test``: held-out pairs for ASR / TTS evaluation.
 
+Every utterance also has its phone alignment (espeak-ng's phoneme events,
+:mod:`.phones`) in ``<speaker>-<chapter>.phones.json`` beside its transcript:
+for measuring speech units (:meth:`SpeechCorpus.phones`), never for fitting them.
+
 Speakers are the combinations (voice, rate, pitch) of the config, numbered
 from 100 in a fixed order; each split cycles through them in a seeded shuffled
 order. Test sentences are drawn first and aligned second, so growing
@@ -43,10 +47,12 @@ import torch
 
 from multitower.data.sentences import GENERATOR_VERSION, generate_unique_sentences
 from multitower.data.speech.librispeech import LibriSpeechWriter, Utterance, read_librispeech
+from multitower.data.speech.phones import PhoneAlignment, read_phone_alignments
 from multitower.data.speech.synth import Synthesizer, Voice
 
 CORPUS_FORMAT = "multitower-speech-corpus"
-CORPUS_FORMAT_VERSION = 1
+# 2: phone alignments stored with every chapter (a v1 cache has none and is rebuilt).
+CORPUS_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 SPLITS = ("unaligned", "aligned", "test")
 _CHAPTER = {"unaligned": 1, "aligned": 2, "test": 3}
@@ -157,6 +163,26 @@ class SpeechCorpus:
             return []
         return read_librispeech(self.split_dir(split))
 
+    def phones(self, split: str) -> dict[str, PhoneAlignment]:
+        """Phone alignment of every utterance of the split, by utterance id.
+
+        Raises:
+            ValueError: if an utterance of the split has no phones (a corpus
+                built before phones were stored; rebuild it), naming the folder.
+            BadRecordError: for a malformed phone file (names it).
+        """
+        utterances = self.utterances(split)
+        if not utterances:
+            return {}
+        phones = read_phone_alignments(self.split_dir(split))
+        missing = [u.id for u in utterances if u.id not in phones]
+        if missing:
+            raise ValueError(
+                f"{self.split_dir(split)}: {len(missing)} of {len(utterances)} utterances have no phone "
+                f"labels (*.phones.json), e.g. {missing[0]}; rebuild the corpus with this version"
+            )
+        return phones
+
     def speaker_voice(self, speaker: str) -> Voice:
         """The espeak-ng voice of a speaker id."""
         s = self.manifest["speakers"][speaker]
@@ -169,7 +195,9 @@ class SynthesizerLike(Protocol):
     @property
     def espeak_version(self) -> str: ...
 
-    def synthesize(self, text: str, voice: Voice | None = None) -> torch.Tensor: ...
+    def synthesize_with_phones(
+        self, text: str, voice: Voice | None = None
+    ) -> tuple[torch.Tensor, PhoneAlignment]: ...
 
 
 def corpus_hash(config: SpeechCorpusConfig, espeak_version: str) -> str:
@@ -243,6 +271,22 @@ def _read_manifest(root: Path) -> dict | None:
     return (
         manifest if isinstance(manifest, dict) and manifest.get("format") == CORPUS_FORMAT else None
     )
+
+
+def load_speech_corpus(root: str | Path) -> SpeechCorpus:
+    """Open a corpus built by :func:`build_speech_text_corpus`, without checking its hash.
+
+    Raises:
+        FileNotFoundError: if ``root`` holds no valid ``manifest.json`` or misses a split folder.
+    """
+    root = Path(root)
+    manifest = _read_manifest(root) if root.is_dir() else None
+    if manifest is None:
+        raise FileNotFoundError(f"{root} is not a speech corpus (no valid {MANIFEST})")
+    missing = [split for split in SPLITS if not (root / split).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"speech corpus {root} has no split folder {missing[0]!r}")
+    return SpeechCorpus(root, manifest, reused=True)
 
 
 def build_speech_text_corpus(
@@ -327,11 +371,11 @@ def _build_into(
             root / split, sample_rate=config.sample_rate, audio_format=config.audio_format
         ) as writer:
             for sentence, speaker_index in plan[split]:
-                audio = synth.synthesize(sentence, speakers[speaker_index])  # (T,)
+                audio, phones = synth.synthesize_with_phones(sentence, speakers[speaker_index])
                 speaker_id = FIRST_SPEAKER_ID + speaker_index
                 index = counters.get(speaker_id, 0)
                 counters[speaker_id] = index + 1
-                writer.add(speaker_id, _CHAPTER[split], index, sentence, audio)
+                writer.add(speaker_id, _CHAPTER[split], index, sentence, audio, phones=phones)
                 seconds += audio.shape[0] / config.sample_rate
                 progress.step()
         splits[split] = {"n_utterances": len(plan[split]), "seconds": round(seconds, 3)}

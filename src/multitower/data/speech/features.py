@@ -1,4 +1,4 @@
-"""Log-mel spectrogram in plain torch.
+"""Log-mel spectrogram, MFCC, deltas and utterance CMVN in plain torch.
 
 ``LogMel`` = |STFT|^2 (Hann window, ``torch.stft`` centred with reflect padding)
 -> triangular mel filterbank -> ``log(max(mel, floor))``.
@@ -8,6 +8,11 @@ with ``n_mels`` triangles whose corners are equally spaced in mel between
 ``f_min`` and ``f_max``; each triangle peaks at 1 at its centre frequency and is
 not area-normalised (as ``torchaudio.functional.melscale_fbanks(norm=None,
 mel_scale="htk")``).
+
+MFCC (:func:`mfcc_from_logmel`): the first ``n_mfcc`` coefficients of the
+orthonormal DCT-II of the log-mel frame (natural log, no liftering);
+:func:`add_deltas` appends HTK-style regression deltas, :func:`utterance_cmvn`
+normalises each dimension over one utterance.
 """
 
 from __future__ import annotations
@@ -178,3 +183,74 @@ def frame_rate_hop(sample_rate: int, frame_rate: int) -> int:
             f"sample_rate={sample_rate} must be a positive multiple of frame_rate={frame_rate}"
         )
     return sample_rate // frame_rate
+
+
+def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """Orthonormal DCT-II basis: ``(n_in, n_out)``, so ``coeffs = x @ dct_matrix(...)``.
+
+    ``D[m, k] = sqrt(2 / n_in) * cos(pi * k * (m + 0.5) / n_in)``, column 0 scaled
+    by ``1 / sqrt(2)`` (as ``scipy.fft.dct(x, norm="ortho")``).
+
+    Raises:
+        ValueError: unless ``1 <= n_out <= n_in``.
+    """
+    if not 1 <= n_out <= n_in:
+        raise ValueError(f"need 1 <= n_out <= n_in, got n_in={n_in}, n_out={n_out}")
+    m = torch.arange(n_in, dtype=torch.float64)[:, None]  # (n_in, 1)
+    k = torch.arange(n_out, dtype=torch.float64)[None, :]  # (1, n_out)
+    basis = torch.cos(torch.pi * k * (m + 0.5) / n_in) * (2.0 / n_in) ** 0.5  # (n_in, n_out)
+    basis[:, 0] /= 2**0.5
+    return basis.to(torch.float32)
+
+
+def mfcc_from_logmel(logmel: torch.Tensor, n_mfcc: int) -> torch.Tensor:
+    """``(..., n_frames, n_mels)`` log-mel -> ``(..., n_frames, n_mfcc)`` cepstra (DCT-II, orthonormal)."""
+    return logmel @ dct_matrix(logmel.shape[-1], n_mfcc).to(logmel.dtype)
+
+
+def add_deltas(frames: torch.Tensor, order: int, *, width: int = 2) -> torch.Tensor:
+    """Append delta (and delta-delta) features along the last dimension.
+
+    ``delta[t] = sum_{n=1..width} n * (x[t + n] - x[t - n]) / (2 * sum_{n} n^2)``,
+    with the first and last frames repeated at the edges (HTK's regression
+    formula); delta-deltas are the deltas of the deltas.
+
+    Args:
+        frames: ``(n_frames, D)``.
+        order: 0 (unchanged), 1 (+ deltas) or 2 (+ deltas + delta-deltas).
+        width: regression half-window in frames.
+
+    Returns:
+        ``(n_frames, D * (1 + order))``.
+    """
+    if order not in (0, 1, 2):
+        raise ValueError(f"delta order must be 0, 1 or 2, got {order}")
+    out, current = [frames], frames
+    denom = 2.0 * sum(n * n for n in range(1, width + 1))
+    for _ in range(order):
+        padded = torch.cat(
+            [current[:1].expand(width, -1), current, current[-1:].expand(width, -1)]
+        )  # (n_frames + 2 * width, D)
+        t = current.shape[0]
+        current = (
+            sum(
+                n * (padded[width + n : width + n + t] - padded[width - n : width - n + t])
+                for n in range(1, width + 1)
+            )
+            / denom
+        )  # (n_frames, D)
+        out.append(current)
+    return torch.cat(out, dim=-1)
+
+
+def utterance_cmvn(frames: torch.Tensor, *, floor: float = 1e-5) -> torch.Tensor:
+    """Per-utterance mean and variance normalisation of ``(n_frames, D)`` features.
+
+    Each dimension gets zero mean and unit variance over the utterance's frames
+    (a constant dimension is only centred). Removes a fixed channel or vocal
+    tract colouring of the whole utterance, i.e. much of what differs between
+    speakers.
+    """
+    mean = frames.mean(dim=0, keepdim=True)  # (1, D)
+    std = frames.std(dim=0, unbiased=False, keepdim=True).clamp(min=floor)  # (1, D)
+    return (frames - mean) / std

@@ -8,6 +8,11 @@ Layout (as in the LibriSpeech distribution)::
           <speaker>-<chapter>-<utt>.flac     (or .wav)
           <speaker>-<chapter>.trans.txt      lines "<speaker>-<chapter>-<utt> TRANSCRIPT"
 
+A generated corpus also keeps ``<speaker>-<chapter>.phones.json`` beside each
+transcript file: the phone alignment of every utterance (:mod:`.phones`);
+:func:`~.phones.read_phone_alignments` reads them, and a tree without them
+(real LibriSpeech) is still read by :func:`read_librispeech`.
+
 Speaker and chapter ids are decimal integers; ``<utt>`` is zero-padded to four
 digits; transcripts are upper case. :func:`read_librispeech` reads this layout
 from a corpus root or one split folder, real LibriSpeech included, and returns
@@ -27,6 +32,7 @@ import torch
 
 from multitower.data.errors import BadRecordError
 from multitower.data.speech.audio import write_audio
+from multitower.data.speech.phones import PhoneAlignment, phone_file_path, write_phone_file
 from multitower.data.text import normalize_text
 
 AUDIO_SUFFIXES = (".flac", ".wav")
@@ -79,8 +85,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
 class LibriSpeechWriter:
     """Writes utterances into one split folder in the LibriSpeech layout.
 
-    Audio is written as it arrives; the ``*.trans.txt`` files are written by
-    :meth:`close` (use the writer as a context manager).
+    Audio is written as it arrives; the ``*.trans.txt`` files (and the
+    ``*.phones.json`` files of chapters whose utterances came with phones) are
+    written by :meth:`close` (use the writer as a context manager).
 
     Args:
         split_dir: the split folder (created if missing).
@@ -97,20 +104,31 @@ class LibriSpeechWriter:
         self.sample_rate = sample_rate
         self.audio_format = audio_format
         self._transcripts: dict[tuple[int, int], list[tuple[str, str]]] = {}
+        self._phones: dict[tuple[int, int], dict[str, PhoneAlignment]] = {}
         self._ids: set[str] = set()
 
     def add(
-        self, speaker: int, chapter: int, index: int, transcript: str, audio: torch.Tensor
+        self,
+        speaker: int,
+        chapter: int,
+        index: int,
+        transcript: str,
+        audio: torch.Tensor,
+        *,
+        phones: PhoneAlignment | None = None,
     ) -> Utterance:
-        """Write one utterance's audio and remember its transcript.
+        """Write one utterance's audio and remember its transcript (and phones).
 
         Args:
             speaker, chapter, index: the id parts.
             transcript: text; it is normalised and must stay non-empty.
             audio: ``(T,)`` float waveform at ``sample_rate``.
+            phones: the utterance's phone alignment, if known; it must cover
+                exactly ``audio`` at ``sample_rate``.
 
         Raises:
-            ValueError: for a duplicate id or a transcript that is empty after normalisation.
+            ValueError: for a duplicate id, a transcript that is empty after
+                normalisation, or phones that do not match the audio.
         """
         utt = utterance_id(speaker, chapter, index)
         if utt in self._ids:
@@ -120,9 +138,18 @@ class LibriSpeechWriter:
             raise ValueError(
                 f"utterance {utt}: transcript {transcript!r} is empty after normalisation"
             )
+        if phones is not None and (
+            phones.n_samples != audio.shape[-1] or phones.sample_rate != self.sample_rate
+        ):
+            raise ValueError(
+                f"utterance {utt}: phones cover {phones.n_samples} samples at {phones.sample_rate} Hz, "
+                f"the audio is {audio.shape[-1]} samples at {self.sample_rate} Hz"
+            )
         folder = self.split_dir / str(speaker) / str(chapter)
         path = folder / f"{utt}.{self.audio_format}"
         write_audio(path, audio, self.sample_rate)
+        if phones is not None:
+            self._phones.setdefault((speaker, chapter), {})[utt] = phones
         self._ids.add(utt)
         self._transcripts.setdefault((speaker, chapter), []).append((utt, text))
         return Utterance(
@@ -130,11 +157,17 @@ class LibriSpeechWriter:
         )
 
     def close(self) -> None:
-        """Write every ``<speaker>-<chapter>.trans.txt`` (upper case, sorted by id)."""
+        """Write every ``<speaker>-<chapter>.trans.txt`` (upper case, sorted by id)
+        and ``<speaker>-<chapter>.phones.json``."""
         for (speaker, chapter), lines in sorted(self._transcripts.items()):
             folder = self.split_dir / str(speaker) / str(chapter)
             body = "".join(f"{utt} {text.upper()}\n" for utt, text in sorted(lines))
             _atomic_write_text(folder / f"{speaker}-{chapter}.trans.txt", body)
+            if (speaker, chapter) in self._phones:
+                write_phone_file(
+                    phone_file_path(folder, str(speaker), str(chapter)),
+                    self._phones[(speaker, chapter)],
+                )
 
     def __enter__(self) -> LibriSpeechWriter:
         return self

@@ -7,6 +7,8 @@ library (``espeak_Initialize`` in synchronous mode, a synth callback collecting
 the int16 samples, ``espeak_SetVoiceByName``, ``espeak_SetParameter`` for rate
 and pitch, ``espeak_Synth``); output is resampled from espeak's native 22050 Hz
 to ``sample_rate`` (16 kHz by default) with :func:`~.audio.resample`.
+:meth:`Synthesizer.synthesize_with_phones` also returns where each phoneme
+starts, from espeak-ng's phoneme events (:mod:`.phones`).
 
 Determinism: espeak-ng keeps synthesis state in static variables that no API
 resets (pitch flutter phase, wave generator buffers), so in one process the
@@ -36,6 +38,7 @@ import numpy as np
 import torch
 
 from multitower.data.speech.audio import resample
+from multitower.data.speech.phones import PhoneAlignment, phones_from_events
 
 ESPEAK_NATIVE_SAMPLE_RATE = 22050
 _VOICE_NAME = re.compile(r"[A-Za-z0-9_-]+(\+[A-Za-z0-9_]+)?")
@@ -220,6 +223,13 @@ class Synthesizer:
             ValueError: for empty text or a voice espeak-ng does not have.
             RuntimeError: if the worker dies.
         """
+        samples, native_rate, _ = self._request(text, voice)
+        return samples, native_rate
+
+    def _request(
+        self, text: str, voice: Voice | None
+    ) -> tuple[np.ndarray, int, list[tuple[int, str]]]:
+        """One worker round trip: native samples, their rate, phoneme events."""
         voice = voice or Voice()
         if not text.strip():
             raise ValueError("synthesize: text is empty")
@@ -270,7 +280,8 @@ class Synthesizer:
                 raise RuntimeError(
                     f"espeak-ng worker sent {len(data)} of {n_bytes} bytes; its stderr:\n{self._worker_stderr()}"
                 )
-        return np.frombuffer(data, dtype="<i2").copy(), self._native_rate
+        events = [(int(start), str(name)) for start, name in reply.get("phones", [])]
+        return np.frombuffer(data, dtype="<i2").copy(), self._native_rate, events
 
     def synthesize(self, text: str, voice: Voice | None = None) -> torch.Tensor:
         """Speak ``text`` with ``voice`` (default ``Voice()``: en-us, 175 wpm, pitch 50).
@@ -282,10 +293,27 @@ class Synthesizer:
             ValueError: for empty text or an unknown voice.
             RuntimeError: if espeak-ng produces no audio or the worker dies.
         """
-        samples, native_rate = self.synthesize_native(text, voice)
+        return self.synthesize_with_phones(text, voice)[0]
+
+    def synthesize_with_phones(
+        self, text: str, voice: Voice | None = None
+    ) -> tuple[torch.Tensor, PhoneAlignment]:
+        """:meth:`synthesize`, plus the phones espeak-ng spoke and where.
+
+        Returns:
+            ``(audio, phones)``: the ``(T,)`` waveform at :attr:`sample_rate`
+            and its :class:`~.phones.PhoneAlignment` (espeak-ng's phoneme
+            events moved to :attr:`sample_rate`, cleaned as described in :mod:`.phones`).
+
+        Raises:
+            ValueError: for empty text or an unknown voice.
+            RuntimeError: if espeak-ng produces no audio or the worker dies.
+        """
+        samples, native_rate, events = self._request(text, voice)
         if samples.size == 0:
             raise RuntimeError(f"espeak-ng produced no audio for {text[:60]!r}")
         audio = torch.from_numpy(samples.astype(np.float32) / 32768.0)  # (T_native,)
         if native_rate != self.sample_rate:
             audio = resample(audio, native_rate, self.sample_rate)  # (T,)
-        return audio
+        phones = phones_from_events(events, native_rate, self.sample_rate, audio.shape[0])
+        return audio, phones

@@ -1,18 +1,27 @@
-"""Discrete speech units: k-means over stacked, normalised log-mel frames.
+"""Discrete speech units: k-means over stacked, normalised log-mel or MFCC frames.
 
 Zipper's speech tower is a decoder-only language model over discrete speech
 tokens. We make them without a pre-trained speech encoder:
 
 1. log-mel frames at ``unit_rate * frames_per_unit`` frames per second
-   (:class:`~.features.LogMel`);
+   (:class:`~.features.LogMel`); with ``features="mfcc"`` their first
+   ``n_mfcc`` cepstra instead; ``deltas`` appends deltas (and delta-deltas);
+   ``cmvn="utterance"`` normalises each dimension over the utterance
+   (:mod:`~.features`), ``cmvn="speaker"`` over the speaker's fit speech;
 2. each unit covers ``frames_per_unit`` consecutive frames; its feature vector
    stacks those frames plus ``context`` neighbours on each side
    (``(frames_per_unit + 2 * context) * n_mels`` values);
 3. per-dimension mean/variance normalisation, statistics from the fit data;
 4. k-means (:mod:`~.kmeans`: k-means++ initialisation, seeded, batched
    distances, Lloyd iterations) with ``codebook_size`` centroids, fitted on unaligned speech only;
-5. a unit is the index of the nearest centroid; optionally consecutive repeats
-   are merged (``dedup``).
+5. a unit is the index of the nearest centroid; runs shorter than ``min_run``
+   units are absorbed by the run before them (the first run by the one after);
+   optionally consecutive repeats are then merged (``dedup``).
+
+Saved format (:meth:`SpeechUnitTokenizer.save`): version 2 adds the feature
+fields to the config and, when the features are not plain log-mel, a
+``unit_logmel`` tensor (each unit's mean log-mel frames, for resynthesis);
+version 1 files (plain log-mel) still load.
 
 An utterance of ``T`` samples gives ``ceil(T * unit_rate / sample_rate)``
 units (frames are padded by repeating the last one, or the trailing centred
@@ -35,11 +44,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from multitower.data.speech.audio import read_audio
-from multitower.data.speech.features import LogMel
+from multitower.data.speech.features import (
+    LogMel,
+    add_deltas,
+    mfcc_from_logmel,
+    utterance_cmvn,
+)
 from multitower.data.speech.kmeans import assign, kmeans
 
 _FORMAT = "multitower-speech-units"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+FEATURES = ("logmel", "mfcc")
+CMVN = ("none", "utterance", "speaker")
 CONFIG_FILE = "unit_tokenizer.json"
 TENSORS_FILE = "unit_tokenizer.safetensors"
 
@@ -58,7 +75,19 @@ class UnitConfig:
         sample_rate: audio sample rate in Hz.
         n_fft: FFT size of the log-mel features.
         n_mels: mel bands.
-        normalize: mean/variance-normalise each feature dimension.
+        features: ``"logmel"`` (the log-mel frames) or ``"mfcc"`` (their first
+            ``n_mfcc`` DCT coefficients).
+        n_mfcc: cepstra kept with ``features="mfcc"``, in [1, n_mels].
+        deltas: 0, 1 (append deltas) or 2 (deltas and delta-deltas); MFCC 13
+            with ``deltas=2`` is the classic 39-dimensional frame.
+        cmvn: ``"none"``, ``"utterance"`` (mean/variance-normalise each frame
+            dimension over the utterance before stacking) or ``"speaker"``
+            (over all fit frames of the utterance's speaker: speaker ids are
+            then needed to fit and encode, see :meth:`SpeechUnitTokenizer.add_speaker`).
+        min_run: runs of fewer than this many identical units are absorbed by
+            the preceding run (1: off).
+        normalize: mean/variance-normalise each stacked feature dimension
+            (statistics of the fit data).
         dedup: default of :meth:`SpeechUnitTokenizer.encode`'s ``dedup``.
         kmeans_iters: maximum Lloyd iterations.
         max_fit_vectors: at most this many unit vectors (sampled evenly across
@@ -73,6 +102,11 @@ class UnitConfig:
     sample_rate: int = 16000
     n_fft: int = 400
     n_mels: int = 80
+    features: str = "logmel"
+    n_mfcc: int = 13
+    deltas: int = 0
+    cmvn: str = "none"
+    min_run: int = 1
     normalize: bool = True
     dedup: bool = False
     kmeans_iters: int = 30
@@ -99,6 +133,20 @@ class UnitConfig:
             raise ValueError(
                 f"UnitConfig.n_fft must be >= 2 and n_mels >= 1, got {self.n_fft}, {self.n_mels}"
             )
+        if self.features not in FEATURES:
+            raise ValueError(
+                f"UnitConfig.features must be one of {FEATURES}, got {self.features!r}"
+            )
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            raise ValueError(
+                f"UnitConfig.n_mfcc must be in [1, n_mels={self.n_mels}], got {self.n_mfcc}"
+            )
+        if self.deltas not in (0, 1, 2):
+            raise ValueError(f"UnitConfig.deltas must be 0, 1 or 2, got {self.deltas}")
+        if self.cmvn not in CMVN:
+            raise ValueError(f"UnitConfig.cmvn must be one of {CMVN}, got {self.cmvn!r}")
+        if self.min_run < 1:
+            raise ValueError(f"UnitConfig.min_run must be >= 1, got {self.min_run}")
         if self.kmeans_iters < 1:
             raise ValueError(f"UnitConfig.kmeans_iters must be >= 1, got {self.kmeans_iters}")
         if self.max_fit_vectors < self.codebook_size:
@@ -121,8 +169,19 @@ class UnitConfig:
         return self.frames_per_unit + 2 * self.context
 
     @property
+    def frame_dim(self) -> int:
+        """Values per feature frame (before stacking)."""
+        base = self.n_mfcc if self.features == "mfcc" else self.n_mels
+        return base * (1 + self.deltas)
+
+    @property
     def feature_dim(self) -> int:
-        return self.frames_per_vector * self.n_mels
+        return self.frames_per_vector * self.frame_dim
+
+    @property
+    def plain_logmel(self) -> bool:
+        """Features are the log-mel frames themselves (centroids give log-mel directly)."""
+        return self.features == "logmel" and self.deltas == 0 and self.cmvn == "none"
 
     def num_units(self, num_samples: int) -> int:
         """Units produced (before dedup) for ``num_samples`` samples."""
@@ -156,11 +215,50 @@ def dedup_units(units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values, counts
 
 
+def smooth_runs(units: torch.Tensor, min_run: int) -> torch.Tensor:
+    """Absorb runs shorter than ``min_run`` into the run before them.
+
+    Runs are read left to right: a short run takes the unit of the (already
+    smoothed) run before it; a short first run takes the unit of the first
+    long-enough run after it. The length is unchanged, so units stay aligned
+    with time. With no run of ``min_run`` units at all, ``units`` is returned.
+
+    Args:
+        units: ``(n,)`` long.
+        min_run: 1 leaves ``units`` unchanged.
+    """
+    if min_run <= 1 or units.numel() == 0:
+        return units.clone()
+    values, counts = dedup_units(units)
+    long_runs = (counts >= min_run).nonzero().flatten()
+    if long_runs.numel() == 0:
+        return units.clone()
+    out = values.clone()
+    previous = int(values[long_runs[0]])  # the first run's stand-in
+    for i in range(len(values)):
+        if counts[i] >= min_run:
+            previous = int(values[i])
+        else:
+            out[i] = previous
+    return torch.repeat_interleave(out, counts)
+
+
 class SpeechUnitTokenizer:
     """Waveform -> discrete speech units (see the module docstring).
 
     Create with :meth:`fit` or :meth:`load`. ``vocab_size == codebook_size``;
     the speech tower adds its own special tokens on top.
+
+    Args:
+        config: the settings.
+        centroids: ``(codebook_size, feature_dim)``, in normalised feature space.
+        mean, std: ``(feature_dim,)`` normalisation of the stacked vectors.
+        mean_run_length: mean run of identical units on fit data.
+        unit_logmel: ``(codebook_size, frames_per_unit, n_mels)`` mean log-mel
+            of each unit's members; needed unless the features are plain log-mel
+            (then derived from the centroids).
+        speaker_stats: ``{speaker: (mean, std)}`` frame statistics, each
+            ``(frame_dim,)``, for ``cmvn="speaker"``.
     """
 
     def __init__(
@@ -171,16 +269,27 @@ class SpeechUnitTokenizer:
         std: torch.Tensor,
         *,
         mean_run_length: float = 1.0,
+        unit_logmel: torch.Tensor | None = None,
+        speaker_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         expected = {
             "centroids": (config.codebook_size, config.feature_dim),
             "mean": (config.feature_dim,),
             "std": (config.feature_dim,),
+            "unit_logmel": (config.codebook_size, config.frames_per_unit, config.n_mels),
         }
-        for name, tensor in (("centroids", centroids), ("mean", mean), ("std", std)):
+        named = [("centroids", centroids), ("mean", mean), ("std", std)]
+        if unit_logmel is not None:
+            named.append(("unit_logmel", unit_logmel))
+        for name, tensor in named:
             if tuple(tensor.shape) != expected[name]:
                 raise ValueError(
                     f"SpeechUnitTokenizer: {name} has shape {tuple(tensor.shape)}, expected {expected[name]} for {config}"
+                )
+        for speaker, stats in (speaker_stats or {}).items():
+            if any(tuple(t.shape) != (config.frame_dim,) for t in stats):
+                raise ValueError(
+                    f"SpeechUnitTokenizer: statistics of speaker {speaker!r} must be two ({config.frame_dim},) tensors"
                 )
         if not mean_run_length >= 1.0:
             raise ValueError(f"mean_run_length must be >= 1, got {mean_run_length}")
@@ -189,6 +298,10 @@ class SpeechUnitTokenizer:
         self.mean = mean.float().contiguous()  # (D,)
         self.std = std.float().contiguous()  # (D,)
         self.mean_run_length = float(mean_run_length)
+        self.unit_logmel = None if unit_logmel is None else unit_logmel.float().contiguous()
+        self.speaker_stats = {
+            str(k): (m.float(), s.float()) for k, (m, s) in (speaker_stats or {}).items()
+        }
         self.logmel = LogMel(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
 
     @property
@@ -196,45 +309,105 @@ class SpeechUnitTokenizer:
         return self.config.codebook_size
 
     # -- features ----------------------------------------------------------------
-    def _raw_vectors(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(T,)`` waveform -> ``(n_units, feature_dim)`` stacked log-mel, not normalised."""
+    def _frames(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(T,)`` waveform -> ``(n_units * frames_per_unit, frame_dim)`` feature frames
+        (before any CMVN) and the matching ``(..., n_mels)`` log-mel frames."""
         cfg = self.config
         if audio.dim() != 1 or audio.numel() == 0:
             raise ValueError(f"expected a non-empty 1-D waveform, got shape {tuple(audio.shape)}")
-        frames = self.logmel(audio)  # (n_frames, M)
+        logmel = self.logmel(audio)  # (n_frames, M)
         n_units = cfg.num_units(audio.shape[0])
         want = n_units * cfg.frames_per_unit
-        if frames.shape[0] >= want:
-            frames = frames[:want]  # drop the trailing centred frame
+        if logmel.shape[0] >= want:
+            logmel = logmel[:want]  # drop the trailing centred frame
         else:
-            frames = torch.cat(
-                [frames, frames[-1:].expand(want - frames.shape[0], -1)]
+            logmel = torch.cat(
+                [logmel, logmel[-1:].expand(want - logmel.shape[0], -1)]
             )  # (want, M)
+        frames = mfcc_from_logmel(logmel, cfg.n_mfcc) if cfg.features == "mfcc" else logmel
+        return add_deltas(frames, cfg.deltas), logmel  # (want, frame_dim), (want, M)
+
+    def _stack(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(n_units * fpu, F)`` frames -> ``(n_units, fpv * F)`` vectors with context."""
+        cfg = self.config
         c = cfg.context
+        n_units = frames.shape[0] // cfg.frames_per_unit
         padded = torch.cat(
             [frames[:1].expand(c, -1), frames, frames[-1:].expand(c, -1)]
-        )  # (want + 2c, M)
-        windows = padded.unfold(0, cfg.frames_per_vector, cfg.frames_per_unit)  # (n_units, M, fpv)
-        return windows.transpose(1, 2).reshape(n_units, cfg.feature_dim)  # (n_units, fpv * M)
+        )  # (want + 2c, F)
+        windows = padded.unfold(0, cfg.frames_per_vector, cfg.frames_per_unit)  # (n_units, F, fpv)
+        return windows.transpose(1, 2).reshape(n_units, -1)  # (n_units, fpv * F)
 
-    def features(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(T,)`` waveform at ``config.sample_rate`` -> ``(n_units, feature_dim)`` normalised vectors."""
-        return (self._raw_vectors(audio) - self.mean) / self.std
+    def _cmvn(self, frames: torch.Tensor, speaker: str | None) -> torch.Tensor:
+        cmvn = self.config.cmvn
+        if cmvn == "utterance":
+            return utterance_cmvn(frames)
+        if cmvn == "speaker":
+            if speaker is None:
+                raise ValueError("this unit tokenizer uses cmvn='speaker': pass speaker=...")
+            if speaker not in self.speaker_stats:
+                raise ValueError(
+                    f"no CMVN statistics for speaker {speaker!r} (known: {sorted(self.speaker_stats)[:8]}...); "
+                    "add them with add_speaker(speaker, audios)"
+                )
+            mean, std = self.speaker_stats[speaker]
+            return (frames - mean) / std
+        return frames
+
+    def _raw_vectors(self, audio: torch.Tensor, speaker: str | None = None) -> torch.Tensor:
+        """``(T,)`` waveform -> ``(n_units, feature_dim)`` stacked features, not normalised."""
+        frames, _ = self._frames(audio)
+        return self._stack(self._cmvn(frames, speaker))
+
+    def features(self, audio: torch.Tensor, *, speaker: str | None = None) -> torch.Tensor:
+        """``(T,)`` waveform at ``config.sample_rate`` -> ``(n_units, feature_dim)`` normalised vectors.
+
+        Args:
+            speaker: the speaker id; required with ``cmvn="speaker"``, ignored otherwise.
+        """
+        return (self._raw_vectors(audio, speaker) - self.mean) / self.std
+
+    def add_speaker(self, speaker: str, audios: Sequence[torch.Tensor | str | Path]) -> None:
+        """Measure one speaker's frame statistics (for ``cmvn="speaker"``) from
+        untranscribed audio of that speaker; replaces earlier statistics."""
+        self.speaker_stats[str(speaker)] = self._speaker_stats(audios)
+
+    def _speaker_stats(
+        self, audios: Sequence[torch.Tensor | str | Path]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(audios) == 0:
+            raise ValueError("speaker statistics need at least one utterance")
+        total, total_sq, n = 0.0, 0.0, 0
+        for item in audios:
+            audio = (
+                read_audio(item, self.config.sample_rate) if isinstance(item, (str, Path)) else item
+            )
+            frames = self._frames(audio)[0].double()  # (n, F)
+            total = total + frames.sum(dim=0)
+            total_sq = total_sq + frames.pow(2).sum(dim=0)
+            n += frames.shape[0]
+        mean = total / n
+        std = (total_sq / n - mean.pow(2)).clamp(min=1e-10).sqrt().clamp(min=1e-5)
+        return mean.float(), std.float()
 
     # -- encoding ------------------------------------------------------------------
-    def encode(self, audio: torch.Tensor, *, dedup: bool | None = None) -> torch.Tensor:
+    def encode(
+        self, audio: torch.Tensor, *, dedup: bool | None = None, speaker: str | None = None
+    ) -> torch.Tensor:
         """Units of one waveform.
 
         Args:
             audio: ``(T,)`` float waveform at ``config.sample_rate``.
             dedup: merge consecutive repeats (default ``config.dedup``).
+            speaker: the speaker id; required with ``cmvn="speaker"``.
 
         Returns:
             ``(n,)`` long tensor of unit ids in ``[0, codebook_size)``;
-            ``n == config.num_units(T)`` without dedup.
+            ``n == config.num_units(T)`` without dedup (after ``min_run`` smoothing).
         """
         with torch.no_grad():
-            labels, _ = assign(self.features(audio), self.centroids)  # (n_units,)
+            labels, _ = assign(self.features(audio, speaker=speaker), self.centroids)  # (n_units,)
+        labels = smooth_runs(labels, self.config.min_run)
         if self.config.dedup if dedup is None else dedup:
             labels, _ = dedup_units(labels)
         return labels
@@ -242,11 +415,18 @@ class SpeechUnitTokenizer:
     def centroid_logmel(self) -> torch.Tensor:
         """Mean log-mel frames of each unit: ``(codebook_size, frames_per_unit, n_mels)``.
 
-        The centroid is the mean of its members' normalised vectors, so undoing
-        the (affine) normalisation gives their mean log-mel; the context frames
-        are dropped.
+        With plain log-mel features the centroid is the mean of its members'
+        normalised vectors, so undoing the (affine) normalisation gives their
+        mean log-mel (the context frames are dropped); otherwise the means
+        measured at fit time (``unit_logmel``).
         """
         cfg = self.config
+        if self.unit_logmel is not None:
+            return self.unit_logmel
+        if not cfg.plain_logmel:
+            raise ValueError(
+                "this unit tokenizer has no unit_logmel tensor and its features are not plain log-mel"
+            )
         raw = self.centroids * self.std + self.mean  # (k, D)
         frames = raw.reshape(cfg.codebook_size, cfg.frames_per_vector, cfg.n_mels)  # (k, fpv, M)
         return frames[:, cfg.context : cfg.context + cfg.frames_per_unit]  # (k, fpu, M)
@@ -258,6 +438,7 @@ class SpeechUnitTokenizer:
         audios: Sequence[torch.Tensor | str | Path],
         config: UnitConfig | None = None,
         *,
+        speakers: Sequence[str] | None = None,
         quiet: bool = True,
     ) -> SpeechUnitTokenizer:
         """Fit the normalisation and k-means codebook.
@@ -269,14 +450,22 @@ class SpeechUnitTokenizer:
             audios: waveforms ``(T,)`` at ``config.sample_rate``, or audio file
                 paths (read one at a time with :func:`~.audio.read_audio`).
             config: unit settings (default ``UnitConfig()``).
+            speakers: the speaker id of each audio; required with
+                ``cmvn="speaker"`` (each speaker's statistics come from its
+                utterances here), ignored otherwise.
             quiet: when False, print progress to stderr.
 
         Raises:
-            ValueError: if there are fewer unit vectors than ``codebook_size``.
+            ValueError: if there are fewer unit vectors than ``codebook_size``,
+                or ``cmvn="speaker"`` without one speaker per audio.
         """
         config = config or UnitConfig()
         if len(audios) == 0:
             raise ValueError("SpeechUnitTokenizer.fit: no audio given")
+        if config.cmvn == "speaker" and (speakers is None or len(speakers) != len(audios)):
+            raise ValueError(
+                "SpeechUnitTokenizer.fit: cmvn='speaker' needs speakers=, one speaker id per audio"
+            )
         generator = torch.Generator().manual_seed(config.seed)
         shell = cls(
             config,
@@ -284,20 +473,34 @@ class SpeechUnitTokenizer:
             torch.zeros(config.feature_dim),
             torch.ones(config.feature_dim),
         )
+        if config.cmvn == "speaker":
+            assert speakers is not None
+            by_speaker: dict[str, list[torch.Tensor | str | Path]] = {}
+            for item, spk in zip(audios, speakers):
+                by_speaker.setdefault(str(spk), []).append(item)
+            for spk, items in by_speaker.items():
+                shell.add_speaker(spk, items)
         quota = math.ceil(config.max_fit_vectors / len(audios))
         chunks: list[torch.Tensor] = []
+        logmel_chunks: list[torch.Tensor] = []
         # A few whole utterances, to measure how long units repeat.
         run_length_utts: list[torch.Tensor] = []
         start = time.monotonic()
         for i, item in enumerate(audios):
             audio = read_audio(item, config.sample_rate) if isinstance(item, (str, Path)) else item
+            speaker = None if speakers is None else str(speakers[i])
             with torch.no_grad():
-                vectors = shell._raw_vectors(audio)  # (n_units, D)
+                frames, logmel = shell._frames(audio)
+                vectors = shell._stack(shell._cmvn(frames, speaker))  # (n_units, D)
+                unit_logmel = logmel.reshape(vectors.shape[0], config.frames_per_unit, -1)
             if len(run_length_utts) < 64:
                 run_length_utts.append(vectors)
             if vectors.shape[0] > quota:
-                vectors = vectors[torch.randperm(vectors.shape[0], generator=generator)[:quota]]
+                keep = torch.randperm(vectors.shape[0], generator=generator)[:quota]
+                vectors, unit_logmel = vectors[keep], unit_logmel[keep]
             chunks.append(vectors)
+            if not config.plain_logmel:
+                logmel_chunks.append(unit_logmel)
             if not quiet and (i + 1 == len(audios) or (i + 1) % 100 == 0):
                 print(
                     f"\rspeech units: features {i + 1}/{len(audios)} ({time.monotonic() - start:.0f} s)",
@@ -306,8 +509,11 @@ class SpeechUnitTokenizer:
                     flush=True,
                 )
         x = torch.cat(chunks)  # (N, D)
+        x_logmel = torch.cat(logmel_chunks) if logmel_chunks else None  # (N, fpu, M)
         if x.shape[0] > config.max_fit_vectors:
-            x = x[torch.randperm(x.shape[0], generator=generator)[: config.max_fit_vectors]]
+            keep = torch.randperm(x.shape[0], generator=generator)[: config.max_fit_vectors]
+            x = x[keep]
+            x_logmel = None if x_logmel is None else x_logmel[keep]
         if x.shape[0] < config.codebook_size:
             raise ValueError(
                 f"SpeechUnitTokenizer.fit: {x.shape[0]} unit vectors < codebook_size={config.codebook_size}; give more audio"
@@ -326,9 +532,27 @@ class SpeechUnitTokenizer:
         result = kmeans(
             (x - mean) / std, config.codebook_size, n_iter=config.kmeans_iters, seed=config.seed
         )
-        tok = cls(config, result.centroids, mean, std)
+        unit_logmel_means = None
+        if x_logmel is not None:
+            labels, _ = assign((x - mean) / std, result.centroids)  # (N,)
+            sums = torch.zeros(config.codebook_size, *x_logmel.shape[1:]).index_add_(
+                0, labels, x_logmel
+            )  # (k, fpu, M)
+            counts = torch.bincount(labels, minlength=config.codebook_size).clamp(min=1)
+            unit_logmel_means = sums / counts[:, None, None]
+        tok = cls(
+            config,
+            result.centroids,
+            mean,
+            std,
+            unit_logmel=unit_logmel_means,
+            speaker_stats=shell.speaker_stats,
+        )
         runs = [
-            dedup_units(assign((v - mean) / std, result.centroids)[0])[1] for v in run_length_utts
+            dedup_units(smooth_runs(assign((v - mean) / std, result.centroids)[0], config.min_run))[
+                1
+            ]
+            for v in run_length_utts
         ]
         tok.mean_run_length = float(torch.cat(runs).float().mean())
         if not quiet:
@@ -342,16 +566,24 @@ class SpeechUnitTokenizer:
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """Write ``unit_tokenizer.json`` (config) and ``unit_tokenizer.safetensors``
-        (``centroids``, ``mean``, ``std``) into ``directory``, each atomically."""
+        (``centroids``, ``mean``, ``std``, and ``unit_logmel`` / ``speaker_mean``
+        / ``speaker_std`` when present) into ``directory``, each atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        speakers = sorted(self.speaker_stats)
         meta = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
             "config": asdict(self.config),
             "mean_run_length": self.mean_run_length,
+            "speakers": speakers,
         }
         tensors = {"centroids": self.centroids, "mean": self.mean, "std": self.std}
+        if self.unit_logmel is not None:
+            tensors["unit_logmel"] = self.unit_logmel
+        if speakers:
+            tensors["speaker_mean"] = torch.stack([self.speaker_stats[s][0] for s in speakers])
+            tensors["speaker_std"] = torch.stack([self.speaker_stats[s][1] for s in speakers])
         fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + TENSORS_FILE + ".", suffix=".tmp")
         os.close(fd)
         try:
@@ -371,7 +603,7 @@ class SpeechUnitTokenizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> SpeechUnitTokenizer:
-        """Read a tokenizer written by :meth:`save`.
+        """Read a tokenizer written by :meth:`save` (format version 1 or 2).
 
         Raises:
             FileNotFoundError: if either file is missing.
@@ -390,24 +622,39 @@ class SpeechUnitTokenizer:
         if (
             not isinstance(meta, dict)
             or meta.get("format") != _FORMAT
-            or meta.get("version") != _FORMAT_VERSION
+            or meta.get("version") not in _READABLE_VERSIONS
         ):
-            raise ValueError(f"{config_path}: not a {_FORMAT} v{_FORMAT_VERSION} file")
+            raise ValueError(
+                f"{config_path}: not a {_FORMAT} file of version {' or '.join(map(str, _READABLE_VERSIONS))}"
+            )
         config = UnitConfig.from_dict(meta["config"])
         try:
             tensors = load_file(str(tensors_path))
         except Exception as err:
             raise ValueError(f"{tensors_path}: not a readable safetensors file ({err})") from err
         missing = sorted({"centroids", "mean", "std"} - set(tensors))
+        speakers = [str(s) for s in meta.get("speakers", [])]
+        if speakers:
+            missing += sorted({"speaker_mean", "speaker_std"} - set(tensors))
         if missing:
             raise ValueError(f"{tensors_path}: missing tensors {missing}")
         try:
+            stats = {}
+            if speakers:
+                means, stds = tensors["speaker_mean"], tensors["speaker_std"]
+                if means.shape[0] != len(speakers) or stds.shape[0] != len(speakers):
+                    raise ValueError(
+                        f"speaker_mean / speaker_std have {means.shape[0]} / {stds.shape[0]} rows for {len(speakers)} speakers"
+                    )
+                stats = {s: (means[i], stds[i]) for i, s in enumerate(speakers)}
             return cls(
                 config,
                 tensors["centroids"],
                 tensors["mean"],
                 tensors["std"],
                 mean_run_length=float(meta.get("mean_run_length", 1.0)),
+                unit_logmel=tensors.get("unit_logmel"),
+                speaker_stats=stats,
             )
         except ValueError as err:
             raise ValueError(f"{tensors_path}: {err}") from err
