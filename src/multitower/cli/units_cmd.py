@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from multitower.cli.main import CliError
+from multitower.errors import UserError
 
 REPORT_FILE = Path("results") / "units_report.json"
 
@@ -55,7 +55,7 @@ def _corpus_dir(run_dir: Path) -> Path:
         try:
             raw = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise CliError(f"{saved}: not valid YAML ({err})") from err
+            raise UserError(f"{saved}: not valid YAML ({err})") from err
         corpus = raw.get("corpus") if isinstance(raw, dict) else None
         if isinstance(corpus, dict) and corpus.get("dir"):
             return Path(corpus["dir"])
@@ -66,29 +66,29 @@ def run(args: argparse.Namespace) -> int:
     from multitower.data.speech.corpus import SPLITS, load_speech_corpus
     from multitower.data.speech.units import SpeechUnitTokenizer
     from multitower.eval.units import evaluate_unit_tokenizer
-    from multitower.models.io import write_text_atomic
+    from multitower.io import write_text_atomic
 
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
-        raise CliError(f"run directory not found: {run_dir}")
+        raise UserError(f"run directory not found: {run_dir}")
     if args.split not in SPLITS:
-        raise CliError(f"--split must be one of {SPLITS}, got {args.split!r}")
+        raise UserError(f"--split must be one of {SPLITS}, got {args.split!r}")
     if args.max_utterances < 2 or args.sentences < 1:
-        raise CliError("--max-utterances must be >= 2 and --sentences >= 1")
+        raise UserError("--max-utterances must be >= 2 and --sentences >= 1")
     tok_dir = args.tokenizer or run_dir / "units" / "tokenizer"
     corpus_dir = args.corpus or _corpus_dir(run_dir)
     if not tok_dir.is_dir():
-        raise CliError(
+        raise UserError(
             f"{run_dir}: no unit tokenizer at {tok_dir} (run `multitower run` up to the tokenizers stage)"
         )
     try:
         tokenizer = SpeechUnitTokenizer.load(tok_dir)
     except (ValueError, FileNotFoundError) as err:
-        raise CliError(f"cannot load the unit tokenizer: {err}") from err
+        raise UserError(f"cannot load the unit tokenizer: {err}") from err
     try:
         corpus = load_speech_corpus(corpus_dir)
     except FileNotFoundError as err:
-        raise CliError(f"{run_dir}: no speech corpus: {err}") from err
+        raise UserError(f"{run_dir}: no speech corpus: {err}") from err
     try:
         report = evaluate_unit_tokenizer(
             tokenizer,
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             n_sentences=args.sentences,
         )
     except ValueError as err:  # BadRecordError included: names the file
-        raise CliError(str(err)) from err
+        raise UserError(str(err)) from err
     result = {
         **report.to_dict(),
         "split": args.split,
