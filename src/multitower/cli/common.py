@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from multitower.errors import UserError
 
 
@@ -25,4 +23,6 @@ def set_threads(threads: int | None) -> None:
         return
     if threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
+    import torch  # here, not at the top: a command refusing its config should not load torch
+
     torch.set_num_threads(threads)

@@ -51,13 +51,13 @@ def _saved_config(path: Path) -> object:
 def run(args: argparse.Namespace) -> int:
     from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
 
-    set_threads(args.threads)
     raw = load_config(args.config, args.overrides)
     experiment = raw.pop("experiment", None)
     if experiment not in EXPERIMENTS:
         raise ConfigError([f"experiment: got {experiment!r}; allowed: {list(EXPERIMENTS)}"])
     # The whole config, model configs included, is checked before anything else is loaded.
     config = build_dataclass(SpeechTextConfig, raw, "")
+    set_threads(args.threads)  # imports torch: after the check, so a refused config is quick
     from multitower.experiments.zipper_speech_text.experiment import SpeechTextExperiment
 
     run_dir = args.run_dir or Path("runs") / args.config.stem

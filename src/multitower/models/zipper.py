@@ -29,75 +29,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from multitower.interleave import Modality, TowerBatch, cross_attention_mask
-from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.decoder import DecoderTower
+from multitower.models.zipper_config import ZipperConfig
 from multitower.nn import GatedCrossAttentionBlock
-
-INPUT_PROJECTIONS = ("paper", "residual", "none")
-
-
-@dataclass(frozen=True)
-class ZipperConfig:
-    """How towers are zipped.
-
-    Args:
-        towers: tower (= modality) name -> its decoder config; at least two.
-        cross_attention_every: default interval ``i`` for every ordered pair.
-        pair_intervals: overrides keyed ``"query<-source"``, e.g. ``{"text<-speech": 1}``.
-        input_projection: ``"paper"`` (``ReLU(MLP(e))``), ``"residual"``
-            (``e + MLP(e)``, zero-initialised output: a fresh zip equals the towers) or
-            ``"none"``.
-        input_projection_ratio: hidden width of the input MLP as a multiple of ``d_model``.
-        fusion_mlp_ratio: hidden width of the gated feed-forward as a multiple of ``d_model``.
-    """
-
-    towers: dict[str, DecoderConfig]
-    cross_attention_every: int = 2
-    pair_intervals: dict[str, int] = field(default_factory=dict)
-    input_projection: str = "residual"
-    input_projection_ratio: float = 1.0
-    fusion_mlp_ratio: float = 1.0
-
-    def __post_init__(self) -> None:
-        if len(self.towers) < 2:
-            raise ValueError(f"towers: Zipper needs at least 2 towers, got {list(self.towers)}")
-        for name, cfg in self.towers.items():
-            if not isinstance(cfg, DecoderConfig):
-                raise ValueError(f"towers.{name} must be a DecoderConfig, got {type(cfg).__name__}")
-            if not name.isidentifier():
-                raise ValueError(f"towers: name {name!r} must be a Python identifier")
-        if self.input_projection not in INPUT_PROJECTIONS:
-            raise ValueError(
-                f"input_projection must be one of {INPUT_PROJECTIONS}, got {self.input_projection!r}"
-            )
-        if self.input_projection_ratio <= 0 or self.fusion_mlp_ratio <= 0:
-            raise ValueError("input_projection_ratio and fusion_mlp_ratio must be positive")
-        pairs = {f"{q}<-{s}" for q in self.towers for s in self.towers if q != s}
-        for key in self.pair_intervals:
-            if key not in pairs:
-                raise ValueError(f"pair_intervals: unknown pair {key!r}; allowed: {sorted(pairs)}")
-        for key in sorted(pairs):
-            query = key.split("<-")[0]
-            interval = self.interval(*key.split("<-"))
-            depth = self.towers[query].num_layers
-            if not 1 <= interval <= depth:
-                name = (
-                    f"pair_intervals[{key!r}]"
-                    if key in self.pair_intervals
-                    else ("cross_attention_every")
-                )
-                raise ValueError(
-                    f"{name}={interval} must lie in [1, {depth}] (1 to the depth of tower {query!r})"
-                )
-
-    def interval(self, query: str, source: str) -> int:
-        return self.pair_intervals.get(f"{query}<-{source}", self.cross_attention_every)
 
 
 @dataclass(frozen=True)

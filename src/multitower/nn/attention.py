@@ -14,20 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multitower.nn.checks import check_heads
 from multitower.nn.kv_cache import KVCache
 from multitower.nn.rotary import Rotary
-
-
-def check_heads(d_model: int, num_heads: int) -> int:
-    """Return ``head_dim`` or raise when ``d_model`` is not divisible by ``num_heads``."""
-    if num_heads <= 0:
-        raise ValueError(f"num_heads must be positive, got {num_heads}")
-    if d_model % num_heads != 0:
-        raise ValueError(
-            f"d_model ({d_model}) must be divisible by num_heads ({num_heads}); "
-            f"allowed num_heads are divisors of {d_model}"
-        )
-    return d_model // num_heads
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORM_KINDS = ("rms", "layer")
+from multitower.nn.checks import NORM_KINDS
 
 
 class RMSNorm(nn.Module):

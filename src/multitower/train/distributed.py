@@ -22,8 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from multitower.models.io import check_state_compatible
-
-DISTRIBUTED_MODES = ("none", "ddp", "fsdp")
+from multitower.train.train_config import DISTRIBUTED_MODES
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,18 @@
-"""The run configuration of :class:`~multitower.train.trainer.Trainer` and precision choice."""
+"""The run configuration of :class:`~multitower.train.trainer.Trainer`.
+
+Imports no torch, so a whole experiment config can be checked without it;
+:mod:`multitower.train.trainer` re-exports :class:`TrainConfig`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
-import torch
-from torch import nn
-
-from multitower.train.distributed import DISTRIBUTED_MODES
 from multitower.train.progress import PROGRESS_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-
-EvalFn = Callable[[nn.Module], dict[str, float]]
+DISTRIBUTED_MODES = ("none", "ddp", "fsdp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,22 +82,3 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-
-
-def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast dtype for ``precision`` on ``device``, None for fp32.
-
-    ``"auto"`` picks bf16 on CUDA devices that support it and fp32 otherwise.
-
-    Raises:
-        ValueError: ``"bf16"`` on a CUDA device without bf16 support.
-    """
-    if precision == "fp32":
-        return None
-    cuda = device.type == "cuda"
-    bf16_ok = torch.cuda.is_bf16_supported() if cuda else device.type == "cpu"
-    if precision == "auto":
-        return torch.bfloat16 if cuda and bf16_ok else None
-    if not bf16_ok:
-        raise ValueError(f"precision='bf16' but {device} does not support bfloat16")
-    return torch.bfloat16

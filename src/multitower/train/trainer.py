@@ -48,9 +48,30 @@ from multitower.train.logger import MetricsLogger
 from multitower.train.optim import WarmupCosine, build_optimizer
 from multitower.train.progress import ProgressBar
 from multitower.train.task import LossOutput, Task
-from multitower.train.train_config import EvalFn, TrainConfig, resolve_autocast_dtype
+from multitower.train.train_config import TrainConfig
 
 __all__ = ["EvalFn", "TrainConfig", "Trainer", "resolve_autocast_dtype"]
+
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast dtype for ``precision`` on ``device``, None for fp32.
+
+    ``"auto"`` picks bf16 on CUDA devices that support it and fp32 otherwise.
+
+    Raises:
+        ValueError: ``"bf16"`` on a CUDA device without bf16 support.
+    """
+    if precision == "fp32":
+        return None
+    cuda = device.type == "cuda"
+    bf16_ok = torch.cuda.is_bf16_supported() if cuda else device.type == "cpu"
+    if precision == "auto":
+        return torch.bfloat16 if cuda and bf16_ok else None
+    if not bf16_ok:
+        raise ValueError(f"precision='bf16' but {device} does not support bfloat16")
+    return torch.bfloat16
 
 
 class Trainer:

@@ -31,7 +31,6 @@ so a rebuild gives identical audio.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import random
@@ -39,7 +38,7 @@ import shutil
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +48,7 @@ from multitower.data.sentences import GENERATOR_VERSION, generate_unique_sentenc
 from multitower.data.speech.librispeech import LibriSpeechWriter, Utterance, read_librispeech
 from multitower.data.speech.phones import PhoneAlignment, read_phone_alignments
 from multitower.data.speech.synth import Synthesizer, Voice
+from multitower.data.speech_config import SpeechCorpusConfig
 
 CORPUS_FORMAT = "multitower-speech-corpus"
 # 2: phone alignments stored with every chapter (a v1 cache has none and is rebuilt).
@@ -57,76 +57,6 @@ MANIFEST = "manifest.json"
 SPLITS = ("unaligned", "aligned", "test")
 _CHAPTER = {"unaligned": 1, "aligned": 2, "test": 3}
 FIRST_SPEAKER_ID = 100
-
-
-@dataclass(frozen=True)
-class SpeechCorpusConfig:
-    """Sizes and speakers of the generated corpus.
-
-    Args:
-        n_unaligned, n_aligned, n_test: utterances per split.
-        seed: seed of the sentences and of the speaker assignment.
-        voices: espeak-ng voice names (``"en-us"``, ``"en+m3"``, ...).
-        rates: speaking rates in words per minute.
-        pitches: base pitches, 0-100.
-        sample_rate: audio sample rate in Hz.
-        audio_format: ``"flac"`` or ``"wav"``.
-    """
-
-    n_unaligned: int = 2000
-    n_aligned: int = 1000
-    n_test: int = 200
-    seed: int = 0
-    voices: tuple[str, ...] = ("en-us", "en-gb-x-rp", "en+m3", "en+f2")
-    rates: tuple[int, ...] = (150, 190)
-    pitches: tuple[int, ...] = (40, 60)
-    sample_rate: int = 16000
-    audio_format: str = "flac"
-
-    def __post_init__(self) -> None:
-        for name in ("voices", "rates", "pitches"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-            if not getattr(self, name):
-                raise ValueError(f"SpeechCorpusConfig.{name} must not be empty")
-        for name in ("n_unaligned", "n_aligned", "n_test"):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"SpeechCorpusConfig.{name} must be >= 0, got {getattr(self, name)}"
-                )
-        if self.n_unaligned + self.n_aligned + self.n_test == 0:
-            raise ValueError("SpeechCorpusConfig: all splits are empty")
-        if self.audio_format not in ("flac", "wav"):
-            raise ValueError(
-                f"SpeechCorpusConfig.audio_format must be 'flac' or 'wav', got {self.audio_format!r}"
-            )
-        if self.sample_rate <= 0:
-            raise ValueError(
-                f"SpeechCorpusConfig.sample_rate must be positive, got {self.sample_rate}"
-            )
-        self.speakers()  # validates every voice, rate and pitch
-
-    def speakers(self) -> list[Voice]:
-        """All (voice, rate, pitch) combinations; speaker id = 100 + list index."""
-        return [
-            Voice(name, rate, pitch)
-            for name, rate, pitch in itertools.product(self.voices, self.rates, self.pitches)
-        ]
-
-    def split_size(self, split: str) -> int:
-        return {"unaligned": self.n_unaligned, "aligned": self.n_aligned, "test": self.n_test}[
-            split
-        ]
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SpeechCorpusConfig:
-        """Build from a dict (e.g. a manifest), rejecting unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"SpeechCorpusConfig: unknown fields {unknown}; known: {sorted(known)}"
-            )
-        return cls(**d)
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,9 +37,9 @@ import torch
 
 from multitower.data.speech.audio import resample
 from multitower.data.speech.phones import PhoneAlignment, phones_from_events
+from multitower.data.speech_config import Voice
 
 ESPEAK_NATIVE_SAMPLE_RATE = 22050
-_VOICE_NAME = re.compile(r"[A-Za-z0-9_-]+(\+[A-Za-z0-9_]+)?")
 _WORKER = Path(__file__).with_name("_espeak_worker.py")
 
 
@@ -83,35 +81,6 @@ def available_voices() -> dict[str, tuple[str, ...]]:
     )
     variants = sorted(p.name for p in (Path(data_dir) / "voices" / "!v").iterdir() if p.is_file())
     return {"languages": tuple(languages), "variants": tuple(variants)}
-
-
-@dataclass(frozen=True)
-class Voice:
-    """One synthetic speaker: an espeak-ng voice at a speaking rate and pitch.
-
-    Args:
-        name: espeak-ng voice, a language with an optional variant, e.g.
-            ``"en-us"``, ``"en-gb-x-rp"``, ``"en+m3"``, ``"en-us+f2"``.
-        rate: speaking rate in words per minute, 80-450 (espeak default 175).
-        pitch: base pitch, 0-100 (espeak default 50).
-    """
-
-    name: str = "en-us"
-    rate: int = 175
-    pitch: int = 50
-
-    def __post_init__(self) -> None:
-        if not _VOICE_NAME.fullmatch(self.name):
-            raise ValueError(f"Voice.name must look like 'en-us' or 'en+m3', got {self.name!r}")
-        if not 80 <= self.rate <= 450:
-            raise ValueError(f"Voice.rate must be in [80, 450] words per minute, got {self.rate}")
-        if not 0 <= self.pitch <= 100:
-            raise ValueError(f"Voice.pitch must be in [0, 100], got {self.pitch}")
-
-    @property
-    def label(self) -> str:
-        """Readable id, e.g. ``"en+m3/r175/p50"``."""
-        return f"{self.name}/r{self.rate}/p{self.pitch}"
 
 
 class Synthesizer:

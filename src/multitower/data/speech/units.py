@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -51,150 +51,13 @@ from multitower.data.speech.features import (
     utterance_cmvn,
 )
 from multitower.data.speech.kmeans import assign, kmeans
+from multitower.data.speech_config import UnitConfig
 
 _FORMAT = "multitower-speech-units"
 _FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
-FEATURES = ("logmel", "mfcc")
-CMVN = ("none", "utterance", "speaker")
 CONFIG_FILE = "unit_tokenizer.json"
 TENSORS_FILE = "unit_tokenizer.safetensors"
-
-
-@dataclass(frozen=True)
-class UnitConfig:
-    """Settings of a :class:`SpeechUnitTokenizer`.
-
-    Args:
-        codebook_size: number of units (k-means centroids); 256-1024 in the
-            experiments, anything in [2, 4096] allowed.
-        unit_rate: units per second (50 or 25 typically).
-        frames_per_unit: log-mel frames per unit; the feature frame rate is
-            ``unit_rate * frames_per_unit`` (50 Hz x 2 = 100 Hz, hop 160 at 16 kHz).
-        context: neighbouring frames stacked on each side of a unit's frames.
-        sample_rate: audio sample rate in Hz.
-        n_fft: FFT size of the log-mel features.
-        n_mels: mel bands.
-        features: ``"logmel"`` (the log-mel frames) or ``"mfcc"`` (their first
-            ``n_mfcc`` DCT coefficients).
-        n_mfcc: cepstra kept with ``features="mfcc"``, in [1, n_mels].
-        deltas: 0, 1 (append deltas) or 2 (deltas and delta-deltas); MFCC 13
-            with ``deltas=2`` is the classic 39-dimensional frame.
-        cmvn: ``"none"``, ``"utterance"`` (mean/variance-normalise each frame
-            dimension over the utterance before stacking) or ``"speaker"``
-            (over all fit frames of the utterance's speaker: speaker ids are
-            then needed to fit and encode, see :meth:`SpeechUnitTokenizer.add_speaker`).
-        min_run: runs of fewer than this many identical units are absorbed by
-            the preceding run (1: off).
-        normalize: mean/variance-normalise each stacked feature dimension
-            (statistics of the fit data).
-        dedup: default of :meth:`SpeechUnitTokenizer.encode`'s ``dedup``.
-        kmeans_iters: maximum Lloyd iterations.
-        max_fit_vectors: at most this many unit vectors (sampled evenly across
-            utterances) are used to fit the normalisation and k-means.
-        seed: seed of the sampling and the k-means++ initialisation.
-    """
-
-    codebook_size: int = 256
-    unit_rate: int = 50
-    frames_per_unit: int = 2
-    context: int = 1
-    sample_rate: int = 16000
-    n_fft: int = 400
-    n_mels: int = 80
-    features: str = "logmel"
-    n_mfcc: int = 13
-    deltas: int = 0
-    cmvn: str = "none"
-    min_run: int = 1
-    normalize: bool = True
-    dedup: bool = False
-    kmeans_iters: int = 30
-    max_fit_vectors: int = 100_000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.codebook_size <= 4096:
-            raise ValueError(
-                f"UnitConfig.codebook_size must be in [2, 4096], got {self.codebook_size}"
-            )
-        if self.unit_rate <= 0 or self.frames_per_unit <= 0:
-            raise ValueError(
-                f"UnitConfig.unit_rate and frames_per_unit must be positive, got {self.unit_rate}, {self.frames_per_unit}"
-            )
-        if self.sample_rate % (self.unit_rate * self.frames_per_unit):
-            raise ValueError(
-                f"UnitConfig: sample_rate={self.sample_rate} must be a multiple of unit_rate * frames_per_unit = "
-                f"{self.unit_rate * self.frames_per_unit} (e.g. unit_rate 50 or 25 with frames_per_unit 2 or 4)"
-            )
-        if self.context < 0:
-            raise ValueError(f"UnitConfig.context must be >= 0, got {self.context}")
-        if self.n_fft < 2 or self.n_mels < 1:
-            raise ValueError(
-                f"UnitConfig.n_fft must be >= 2 and n_mels >= 1, got {self.n_fft}, {self.n_mels}"
-            )
-        if self.features not in FEATURES:
-            raise ValueError(
-                f"UnitConfig.features must be one of {FEATURES}, got {self.features!r}"
-            )
-        if not 1 <= self.n_mfcc <= self.n_mels:
-            raise ValueError(
-                f"UnitConfig.n_mfcc must be in [1, n_mels={self.n_mels}], got {self.n_mfcc}"
-            )
-        if self.deltas not in (0, 1, 2):
-            raise ValueError(f"UnitConfig.deltas must be 0, 1 or 2, got {self.deltas}")
-        if self.cmvn not in CMVN:
-            raise ValueError(f"UnitConfig.cmvn must be one of {CMVN}, got {self.cmvn!r}")
-        if self.min_run < 1:
-            raise ValueError(f"UnitConfig.min_run must be >= 1, got {self.min_run}")
-        if self.kmeans_iters < 1:
-            raise ValueError(f"UnitConfig.kmeans_iters must be >= 1, got {self.kmeans_iters}")
-        if self.max_fit_vectors < self.codebook_size:
-            raise ValueError(
-                f"UnitConfig.max_fit_vectors={self.max_fit_vectors} must be >= codebook_size={self.codebook_size}"
-            )
-
-    @property
-    def hop_length(self) -> int:
-        """Samples between log-mel frames."""
-        return self.sample_rate // (self.unit_rate * self.frames_per_unit)
-
-    @property
-    def samples_per_unit(self) -> int:
-        return self.hop_length * self.frames_per_unit
-
-    @property
-    def frames_per_vector(self) -> int:
-        """Log-mel frames stacked into one unit vector."""
-        return self.frames_per_unit + 2 * self.context
-
-    @property
-    def frame_dim(self) -> int:
-        """Values per feature frame (before stacking)."""
-        base = self.n_mfcc if self.features == "mfcc" else self.n_mels
-        return base * (1 + self.deltas)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.frames_per_vector * self.frame_dim
-
-    @property
-    def plain_logmel(self) -> bool:
-        """Features are the log-mel frames themselves (centroids give log-mel directly)."""
-        return self.features == "logmel" and self.deltas == 0 and self.cmvn == "none"
-
-    def num_units(self, num_samples: int) -> int:
-        """Units produced (before dedup) for ``num_samples`` samples."""
-        return math.ceil(num_samples / self.samples_per_unit)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> UnitConfig:
-        """Build from a dict, rejecting unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"UnitConfig: unknown fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------

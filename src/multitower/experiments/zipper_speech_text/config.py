@@ -37,12 +37,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from multitower.config import run_time_keys
-from multitower.data.speech.corpus import SpeechCorpusConfig
-from multitower.data.speech.units import UnitConfig
-from multitower.models.decoder import DecoderConfig
-from multitower.models.unit_recognizer import UnitRecognizerConfig
-from multitower.models.zipper import ZipperConfig
-from multitower.train.trainer import TrainConfig
+from multitower.data.speech_config import SpeechCorpusConfig, UnitConfig
+from multitower.models.decoder_config import DecoderConfig
+from multitower.models.unit_recognizer_config import UnitRecognizerConfig
+from multitower.models.zipper_config import ZipperConfig
+from multitower.train.train_config import TrainConfig
 
 SYSTEMS: dict[str, dict[str, Any]] = {
     "zipper": {"kind": "zipper", "freeze": ()},

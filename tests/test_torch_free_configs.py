@@ -1,0 +1,101 @@
+"""The config dataclasses live in torch-free modules and their model modules re-export them.
+
+A whole experiment config is built and checked before any work starts; importing
+torch alone takes seconds, so the config modules must not import it (not even
+through a package ``__init__``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import multitower
+
+SRC = Path(multitower.__file__).resolve().parents[1]
+TINY = Path(__file__).resolve().parents[1] / "configs" / "zipper_speech_text_tiny.yaml"
+
+# (torch-free module, the module that re-exports from it, names)
+MOVED = [
+    ("multitower.nn.checks", "multitower.nn", ("check_heads",)),
+    ("multitower.nn.checks", "multitower.nn.attention", ("check_heads",)),
+    ("multitower.nn.checks", "multitower.nn.norms", ("NORM_KINDS",)),
+    ("multitower.models.decoder_config", "multitower.models.decoder", ("DecoderConfig",)),
+    ("multitower.models.zipper_config", "multitower.models.zipper", ("ZipperConfig",)),
+    (
+        "multitower.models.unit_recognizer_config",
+        "multitower.models.unit_recognizer",
+        ("UnitRecognizerConfig",),
+    ),
+    ("multitower.train.train_config", "multitower.train.trainer", ("TrainConfig",)),
+    ("multitower.train.train_config", "multitower.train.distributed", ("DISTRIBUTED_MODES",)),
+    ("multitower.data.speech_config", "multitower.data.speech.units", ("UnitConfig",)),
+    ("multitower.data.speech_config", "multitower.data.speech.corpus", ("SpeechCorpusConfig",)),
+    ("multitower.data.speech_config", "multitower.data.speech.synth", ("Voice",)),
+    (
+        "multitower.data.speech_config",
+        "multitower.data.speech",
+        ("UnitConfig", "SpeechCorpusConfig", "Voice"),
+    ),
+]
+TORCH_FREE = sorted({m for m, _, _ in MOVED} | {"multitower.experiments.zipper_speech_text.config"})
+
+
+@pytest.mark.parametrize(("home", "reexporter", "names"), MOVED)
+def test_old_import_paths_give_the_same_objects(home: str, reexporter: str, names) -> None:
+    for name in names:
+        assert getattr(importlib.import_module(reexporter), name) is getattr(
+            importlib.import_module(home), name
+        )
+
+
+def test_the_lazy_nn_package_exports_what_its_modules_define() -> None:
+    import multitower.nn as nn_pkg
+
+    for name in nn_pkg.__all__:
+        obj = getattr(nn_pkg, name)
+        assert obj.__module__.startswith("multitower.nn."), name
+        assert getattr(importlib.import_module(obj.__module__), name) is obj
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        nn_pkg.nothing  # noqa: B018
+
+
+def probe(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter; the modules of torch it left loaded."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    loaded = "sorted(m for m in sys.modules if m.split('.')[0] == 'torch')"
+    script = f"{code}\nimport json, sys\nprint(json.dumps({loaded}))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_config_modules_import_without_torch() -> None:
+    assert probe("\n".join(f"import {m}" for m in TORCH_FREE)) == []
+
+
+def test_the_tiny_recipe_config_is_built_and_checked_without_torch() -> None:
+    code = f"""
+from multitower.config import build_dataclass, load_config
+from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
+raw = load_config({str(TINY)!r})
+raw.pop("experiment")
+config = build_dataclass(SpeechTextConfig, raw, "")
+assert config.fusion.cross_attention_every == 1 and config.units.codebook_size == 32
+"""
+    assert probe(code) == []
+
+
+def test_the_probe_sees_torch() -> None:
+    assert "torch" in probe("import multitower.models.decoder")
