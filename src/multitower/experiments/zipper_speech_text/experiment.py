@@ -8,8 +8,10 @@ skipped on a re-run; an interrupted training resumes from its last checkpoint)::
     tokenizers  BPE text tokenizer on the text corpus; k-means speech units
                 fitted on the unaligned speech only
     pretrain    text tower on text, speech tower on speech units
-    recognizer  a fixed unit->character CTC recogniser trained once on all aligned
-                pairs: it transcribes synthesised units to score TTS
+    recognizer  the TTS scorer: a fixed unit->character CTC recogniser trained once
+                on the aligned pairs (minus the held-out ones) and its beam-search
+                decoder (lexicon + word n-gram LM of the text corpus, weights tuned
+                on the held-out pairs): it transcribes synthesised units
     finetune    per aligned fraction and system (Zipper, frozen variants, the
                 vocabulary-expansion baseline): ASR and TTS examples together
     evaluate    ASR WER and TTS WER on the test split; table, JSON, plots
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -239,20 +242,40 @@ class SpeechTextExperiment:
         return load_pretrained(stage_dir / "model", DecoderTower)
 
     def recognizer(
-        self, aligned_units: list[list[int]], aligned_text: list[str], speech_vocab: int
-    ) -> tuple[nn.Module, Any]:
+        self,
+        aligned_units: list[list[int]],
+        aligned_text: list[str],
+        speech_vocab: int,
+        *,
+        valid_idx: Sequence[int] = (),
+        sentences: Sequence[str] = (),
+    ) -> tuple[nn.Module, Any, Any]:
+        """The TTS scorer: ``(recogniser, alphabet, decoder)``, trained and tuned once.
+
+        With ``recognizer.hold_out_valid`` the aligned pairs at ``valid_idx`` are left
+        out of training and tune the decoder's LM weight and word bonus; the
+        lexicon and the LM come from ``sentences`` (the text tower's corpus, which
+        holds no test sentence).
+        """
         from multitower.data.charset import CharAlphabet
         from multitower.experiments.zipper_speech_text.recognizer import (
+            load_decoder,
             load_recognizer,
+            save_decoder,
             train_recognizer,
         )
         from multitower.models.unit_recognizer import UnitRecognizerConfig
 
         stage_dir = self.run_dir / "recognizer"
+        r = self.cfg.recognizer
+        held = set(valid_idx) if r.hold_out_valid else set()
         if not self.stages.get("recognizer"):
-            r = self.cfg.recognizer
+            pairs = [
+                (u, t) for i, (u, t) in enumerate(zip(aligned_units, aligned_text)) if i not in held
+            ]
             log(
-                f"recognizer: CTC on all {len(aligned_units)} aligned pairs ({r.train.max_steps} steps)"
+                f"recognizer: CTC on {len(pairs)} of the {len(aligned_units)} aligned pairs "
+                f"({r.train.max_steps} steps)"
             )
             alphabet = CharAlphabet.from_transcripts(aligned_text)
             config = UnitRecognizerConfig(
@@ -263,7 +286,6 @@ class SpeechTextExperiment:
                 num_heads=r.num_heads,
                 upsample=r.upsample,
             )
-            pairs = list(zip(aligned_units, aligned_text))
             train_recognizer(
                 pairs,
                 alphabet,
@@ -271,9 +293,57 @@ class SpeechTextExperiment:
                 replace(r.train, seed=self.cfg.seed),
                 stage_dir,
                 unit_noise=r.unit_noise,
+                mask_prob=r.mask_prob,
+                mask_span=r.mask_span,
             )
             self.stages.mark("recognizer", True)
-        return load_recognizer(stage_dir)
+        model, alphabet = load_recognizer(stage_dir)
+        if not self.stages.get("recognizer_decoder"):
+            valid = [(aligned_units[i], aligned_text[i]) for i in sorted(held)]
+            decoder, info = self._scorer_decoder(model, alphabet, valid, sentences)
+            save_decoder(decoder, stage_dir)
+            self.stages.mark("recognizer_decoder", info)
+        return model, alphabet, load_decoder(stage_dir, alphabet)
+
+    def _scorer_decoder(
+        self,
+        model: nn.Module,
+        alphabet: Any,
+        valid: list[tuple[list[int], str]],
+        sentences: Sequence[str],
+    ) -> tuple[Any, dict[str, Any]]:
+        """The recogniser's decoder from the config, its weights tuned on ``valid``."""
+        from multitower.data.ngram_lm import NgramLM
+        from multitower.experiments.zipper_speech_text.recognizer import (
+            TextDecoder,
+            frame_log_probs,
+            tune_decoder,
+        )
+
+        r = self.cfg.recognizer
+        if r.beam_size == 0:
+            return TextDecoder(alphabet), {"decoder": "greedy"}
+        if (r.lexicon or r.lm_order) and not sentences:
+            raise ValueError("the scorer's lexicon and LM need the text corpus sentences")
+        lexicon = sorted({w for s in sentences for w in s.split()}) if r.lexicon else None
+        lm = NgramLM(sentences, r.lm_order) if r.lm_order else None
+        decoder = TextDecoder(alphabet, beam_size=r.beam_size, lexicon=lexicon, lm=lm)
+        grid_size = len(r.lm_weights) * len(r.word_bonuses)
+        if grid_size == 1 or not valid:
+            if grid_size > 1:
+                log("recognizer: no held-out pairs to tune on; first lm_weight and word_bonus")
+            decoder = decoder.with_weights(r.lm_weights[0], r.word_bonuses[0])
+            return decoder, {"decoder": decoder.describe(), "tuned_on": 0}
+        log(f"recognizer: tuning the decoder on {len(valid)} held-out pairs ({grid_size} settings)")
+        log_probs = frame_log_probs(model, [u for u, _ in valid])  # type: ignore[arg-type]
+        decoder, grid = tune_decoder(
+            decoder,
+            log_probs,
+            [t for _, t in valid],
+            lm_weights=r.lm_weights,
+            word_bonuses=r.word_bonuses,
+        )
+        return decoder, {"decoder": decoder.describe(), "tuned_on": len(valid), "grid": grid}
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -305,15 +375,6 @@ class SpeechTextExperiment:
         test_items = splits["test"][: cfg.eval.max_test]
         test = [(u, text_tok.encode(t)) for u, (_, t, _) in zip(units["test"], test_items)]
         test_texts_list = [t for _, t, _ in test_items]
-        recognizer, alphabet = self.recognizer(units["aligned"], aligned_text, speech_vocab)
-
-        from multitower.experiments.zipper_speech_text.evaluate import wer
-        from multitower.experiments.zipper_speech_text.recognizer import transcribe
-
-        if not self.stages.get("recognizer_eval"):
-            hyps = transcribe(recognizer, alphabet, [u for u, _ in test])
-            self.stages.mark("recognizer_eval", {"wer_on_real_units": wer(test_texts_list, hyps)})
-
         order = torch.randperm(
             len(aligned), generator=torch.Generator().manual_seed(cfg.seed)
         ).tolist()
@@ -322,6 +383,30 @@ class SpeechTextExperiment:
             order[: len(order) - cfg.valid_pairs],
             order[len(order) - cfg.valid_pairs :],
         )
+        recognizer, alphabet, decoder = self.recognizer(
+            units["aligned"], aligned_text, speech_vocab, valid_idx=valid_idx, sentences=sentences
+        )
+
+        from multitower.experiments.zipper_speech_text.evaluate import wer
+        from multitower.experiments.zipper_speech_text.recognizer import (
+            character_error_rate,
+            transcribe,
+        )
+
+        if not self.stages.get("recognizer_eval"):
+            real = [u for u, _ in test]
+            hyps = transcribe(recognizer, alphabet, real, decoder=decoder)
+            greedy = transcribe(recognizer, alphabet, real)
+            self.stages.mark(
+                "recognizer_eval",
+                {
+                    "wer_on_real_units": wer(test_texts_list, hyps),
+                    "cer_on_real_units": character_error_rate(test_texts_list, hyps),
+                    "greedy_wer_on_real_units": wer(test_texts_list, greedy),
+                    "decoder": decoder.describe(),
+                },
+            )
+
         if not pool:
             raise ValueError(
                 f"valid_pairs={cfg.valid_pairs} leaves no aligned pair for fine-tuning "
@@ -377,7 +462,14 @@ class SpeechTextExperiment:
                         f"test loss {start_loss:.3f} -> {final_loss:.3f}"
                     )
                     metrics = evaluate_system(
-                        model, test, test_texts_list, text_tok, recognizer, alphabet, cfg.eval
+                        model,
+                        test,
+                        test_texts_list,
+                        text_tok,
+                        recognizer,
+                        alphabet,
+                        cfg.eval,
+                        decoder=decoder,
                     )
                     info = {
                         "system": system,
