@@ -54,11 +54,14 @@ from multitower.experiments.zipper_speech_text.recognizer import (
     train_recognizer,
     tune_decoder,
 )
-from multitower.models.unit_recognizer import UnitRecognizerConfig
+from multitower.models.io import load_weights
+from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
+from multitower.train.checkpoint import step_dir_name
 from multitower.train.trainer import TrainConfig
 
-LM_WEIGHTS = (0.3, 0.6, 1.0, 1.5)
-WORD_BONUSES = (0.0, 1.0, 2.0, 3.0)
+LM_WEIGHTS = (0.3, 0.5, 0.8)
+WORD_BONUSES = (0.5, 1.5, 2.5)
+PRUNE = -8.0
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "zipper_speech_text.yaml"
 
 
@@ -178,11 +181,26 @@ def _score(decoder: TextDecoder, log_probs: list[torch.Tensor], refs: list[str])
     }
 
 
+def load_at_step(directory: Path, step: int | None) -> tuple[UnitRecognizer, CharAlphabet]:
+    """The trained variant, or its weights at checkpoint ``step`` of the same run."""
+    model, alphabet = load_recognizer(directory)
+    if step is not None:
+        load_weights(model, directory / "checkpoints" / step_dir_name(step))
+    return model.eval(), alphabet
+
+
 def evaluate_variant(
-    directory: Path, data: dict[str, Any], lm: NgramLM, lexicon: list[str], beam: int
+    directory: Path,
+    data: dict[str, Any],
+    lm: NgramLM,
+    lexicon: list[str],
+    beam: int,
+    step: int | None = None,
+    *,
+    greedy_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows (decoder, valid WER/CER, test WER/CER) for one trained recogniser."""
-    model, alphabet = load_recognizer(directory)
+    model, alphabet = load_at_step(directory, step)
     split_lp = {s: frame_log_probs(model, [u for u, _ in data[s]]) for s in ("valid", "test")}
     refs = {s: [t for _, t in data[s]] for s in ("valid", "test")}
     rows = []
@@ -202,10 +220,12 @@ def evaluate_variant(
         return row
 
     add(TextDecoder(alphabet))
-    add(TextDecoder(alphabet, beam_size=beam))
-    add(TextDecoder(alphabet, beam_size=beam, lexicon=lexicon))
+    if greedy_only:
+        return rows
+    add(TextDecoder(alphabet, beam_size=beam, prune_log_prob=PRUNE))
+    add(TextDecoder(alphabet, beam_size=beam, lexicon=lexicon, prune_log_prob=PRUNE))
     # LM weight and word bonus: grid search on the validation pairs only
-    base = TextDecoder(alphabet, beam_size=beam, lexicon=lexicon, lm=lm)
+    base = TextDecoder(alphabet, beam_size=beam, lexicon=lexicon, lm=lm, prune_log_prob=PRUNE)
     tuned, grid = tune_decoder(
         base,
         split_lp["valid"],
@@ -218,6 +238,10 @@ def evaluate_variant(
         + ", ".join(f"{g['lm_weight']:g}/{g['word_bonus']:g}: {100 * g['wer']:.1f}" for g in grid)
     )
     add(tuned)
+    wide = TextDecoder(
+        alphabet, beam_size=2 * beam, lexicon=lexicon, lm=lm, prune_log_prob=PRUNE
+    ).with_weights(tuned.lm_weight, tuned.word_bonus)
+    add(wide)
     return rows
 
 
@@ -229,6 +253,19 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=16)
     parser.add_argument("--lm-order", type=int, default=3)
     parser.add_argument("--list", action="store_true")
+    parser.add_argument(
+        "--at-step",
+        type=int,
+        action="append",
+        default=[],
+        help="also evaluate the run's checkpoint at this step (every 500 are kept)",
+    )
+    parser.add_argument(
+        "--decoders",
+        default="all",
+        choices=("all", "greedy"),
+        help="greedy: only greedy decoding (fast)",
+    )
     parser.add_argument(
         "overrides", nargs="*", help="recipe overrides, e.g. units.codebook_size=1024"
     )

@@ -70,8 +70,11 @@ LM = NgramLM(["a b", "b a a", "ab b", "a", "b b ab"], order=2)
             CHARS, lexicon=["a", "b", "ab"], lm=LM, lm_weight=0.7, word_bonus=0.3
         ),
         lambda: LexiconScorer(CHARS, lm=LM, lm_weight=1.0, word_bonus=-0.5),
+        lambda: LexiconScorer(
+            CHARS, lexicon=["a", "b", "ab"], lm=LM, lm_weight=0.7, word_bonus=0.3, lookahead=False
+        ),
     ],
-    ids=["ctc", "lexicon", "lexicon+lm", "lm-open-vocabulary"],
+    ids=["ctc", "lexicon", "lexicon+lm", "lm-open-vocabulary", "lexicon+lm-no-lookahead"],
 )
 def test_unlimited_beam_finds_the_brute_force_best_sequence(make_scorer):
     generator = torch.Generator().manual_seed(0)
@@ -132,6 +135,27 @@ def test_lm_score_is_weighted_log_prob_plus_bonus_per_word():
     total += scorer.finish(state)
     expected = 0.5 * LM.sentence_log_prob("a b") + 2 * 2.0
     assert total == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["a b", "ab", "b ab a", ""])
+def test_lookahead_changes_no_finished_score(text):
+    ids = {c: i for i, c in enumerate(CHARS)}
+    totals = []
+    for lookahead in (False, True):
+        scorer = LexiconScorer(
+            CHARS,
+            lexicon=["a", "b", "ab"],
+            lm=LM,
+            lm_weight=0.8,
+            word_bonus=0.5,
+            lookahead=lookahead,
+        )
+        state, total = scorer.initial(), 0.0
+        for c in text:
+            state, delta = scorer.extend(state, ids[c])
+            total += delta
+        totals.append(total + scorer.finish(state))
+    assert totals[0] == pytest.approx(totals[1])
 
 
 def test_lm_steers_the_beam_between_acoustically_equal_words():

@@ -127,6 +127,14 @@ class NgramLM:
         """Natural log of :meth:`prob`."""
         return math.log(self.prob(context, word))
 
+    def unigram_prob(self, word: str) -> float:
+        """The smoothed unigram level ``P_1(word)`` (no context, not even ``<s>``).
+
+        It sums to one over the vocabulary; beam search uses it to look ahead
+        inside a word before the word and its context are known.
+        """
+        return self._prob(1, (), word if word in self._in_vocab else UNK)
+
     def sentence_log_prob(self, sentence: str) -> float:
         """``log P(w_1 .. w_m </s>)`` of a space-separated sentence."""
         words = sentence.split()

@@ -47,25 +47,35 @@ class WordLM(Protocol):
         """``log P(word | context)``; ``word == "</s>"`` is the end of the sentence."""
         ...
 
+    def unigram_prob(self, word: str) -> float:
+        """A context-free ``P(word)`` (for the look-ahead inside a word)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _TrieNode:
     children: dict[int, _TrieNode]
     is_word: bool
+    lookahead: float  # log of the summed unigram probability of the words below
 
 
-def _build_trie(words: Iterable[Sequence[int]]) -> _TrieNode:
+def _build_trie(words: Iterable[Sequence[int]], weights: Sequence[float]) -> _TrieNode:
     root: dict = {}
-    for word in words:
+    for word, weight in zip(words, weights):
         node = root
         for i in word:
             node = node.setdefault(i, {})
-        node[-1] = {}  # end-of-word marker (no label id is negative)
+        node[-1] = weight  # end-of-word marker (no label id is negative)
 
-    def freeze(d: dict) -> _TrieNode:
-        return _TrieNode({k: freeze(v) for k, v in d.items() if k != -1}, -1 in d)
+    def freeze(d: dict) -> tuple[_TrieNode, float]:
+        children, mass = {}, d.get(-1, 0.0)
+        for k, v in d.items():
+            if k != -1:
+                children[k], m = freeze(v)
+                mass += m
+        return _TrieNode(children, -1 in d, math.log(mass) if mass > 0 else NEG_INF), mass
 
-    return freeze(root)
+    return freeze(root)[0]
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,14 @@ class LexiconScorer:
         lm_weight: weight of the LM log-probability.
         word_bonus: added per word (compensates the LM's per-word cost).
         space: the word separator character.
+        lookahead: with an LM and a lexicon, score a partial word in advance by
+            ``lm_weight * log`` of the summed unigram probability of the lexicon
+            words it begins, replaced by the word's real LM score once it is
+            complete. The increments telescope, so a finished hypothesis's score
+            is unchanged; only the ranking of unfinished ones improves (without
+            it, a prefix that has just completed a word pays its LM cost while one
+            in the middle of a word pays nothing yet, and good prefixes fall out
+            of the beam).
 
     Raises:
         ValueError: ``space`` is not one of ``chars``, or no lexicon word can be spelled.
@@ -110,6 +128,7 @@ class LexiconScorer:
         lm_weight: float = 0.0,
         word_bonus: float = 0.0,
         space: str = " ",
+        lookahead: bool = True,
     ) -> None:
         if space not in chars:
             raise ValueError(f"the separator {space!r} is not one of the characters")
@@ -126,8 +145,15 @@ class LexiconScorer:
             spelled = [w for w in spelled if self.space_id not in w]
             if not spelled:
                 raise ValueError("no lexicon word can be spelled with the characters")
-            self.trie = _build_trie(spelled)
-        self._empty = _TrieNode({}, False)
+            self.lookahead = lookahead and lm is not None and bool(self.lm_weight)
+            weights = [
+                lm.unigram_prob("".join(self.chars[i] for i in w)) if self.lookahead else 1.0
+                for w in spelled
+            ]
+            self.trie = _build_trie(spelled, weights)
+        else:
+            self.lookahead = False
+        self._empty = _TrieNode({}, False, 0.0)
         self._lm_cache: dict[tuple[tuple[str, ...], str], float] = {}
 
     def initial(self) -> _WordState:
@@ -148,6 +174,9 @@ class LexiconScorer:
         if self.trie is not None and not state.node.is_word:
             return None
         score = self._word_score(state.words, state.partial) + self.word_bonus
+        if self.lookahead:  # the word's real score replaces its look-ahead
+            assert self.trie is not None
+            score -= self.lm_weight * (state.node.lookahead - self.trie.lookahead)
         words = (*state.words, state.partial)
         return (words[len(words) - self._context :] if self._context else ()), score
 
@@ -169,7 +198,8 @@ class LexiconScorer:
         if child is None:
             return None
         partial = state.partial + self.chars[label]
-        return _WordState(state.words, child, partial, state.num_words), 0.0
+        delta = self.lm_weight * (child.lookahead - state.node.lookahead) if self.lookahead else 0.0
+        return _WordState(state.words, child, partial, state.num_words), delta
 
     def finish(self, state: _WordState) -> float | None:
         """Score increment of ending the utterance here, None if not allowed."""
@@ -209,7 +239,7 @@ def prefix_beam_search(
     beam_size: int = 16,
     scorer: LexiconScorer | None = None,
     blank_id: int = BLANK_ID,
-    prune_log_prob: float = -12.0,
+    prune_log_prob: float = -8.0,
 ) -> list[int]:
     """The best label sequence of one utterance under CTC (+ the scorer's words).
 
@@ -294,7 +324,7 @@ def beam_decode(
     beam_size: int = 16,
     scorer: LexiconScorer | None = None,
     blank_id: int = BLANK_ID,
-    prune_log_prob: float = -12.0,
+    prune_log_prob: float = -8.0,
 ) -> list[list[int]]:
     """:func:`prefix_beam_search` of every row of a batch.
 

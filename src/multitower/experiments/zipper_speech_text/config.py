@@ -84,8 +84,8 @@ class RecognizerSection:
     lexicon: bool = True  # only words of the text tower's corpus
     lm_order: int = 3  # Kneser-Ney word n-gram on the text tower's corpus; 0: none
     # grids searched on the held-out pairs (one value each: fixed); never the test set
-    lm_weights: tuple[float, ...] = (0.5, 1.0, 1.5)
-    word_bonuses: tuple[float, ...] = (0.0, 1.5, 3.0)
+    lm_weights: tuple[float, ...] = (0.3, 0.5, 0.8)
+    word_bonuses: tuple[float, ...] = (0.5, 1.5, 2.5)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_prob < 1.0 or self.mask_span < 1:

@@ -261,7 +261,7 @@ class TextDecoder:
         lm: NgramLM | None = None,
         lm_weight: float = 0.0,
         word_bonus: float = 0.0,
-        prune_log_prob: float = -12.0,
+        prune_log_prob: float = -8.0,
     ) -> None:
         if beam_size is not None and beam_size < 1:
             raise ValueError(f"beam_size must be >= 1 or None (greedy), got {beam_size}")
