@@ -59,8 +59,8 @@ from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConf
 from multitower.train.checkpoint import step_dir_name
 from multitower.train.trainer import TrainConfig
 
-LM_WEIGHTS = (0.3, 0.5, 0.8)
-WORD_BONUSES = (0.5, 1.5, 2.5)
+LM_WEIGHTS = (0.5, 0.8)  # the recipe's default grid (recognizer.lm_weights)
+WORD_BONUSES = (0.5, 1.5)
 PRUNE = -8.0
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "zipper_speech_text.yaml"
 
@@ -197,7 +197,7 @@ def evaluate_variant(
     beam: int,
     step: int | None = None,
     *,
-    greedy_only: bool = False,
+    which: str = "all",
 ) -> list[dict[str, Any]]:
     """Rows (decoder, valid WER/CER, test WER/CER) for one trained recogniser."""
     model, alphabet = load_at_step(directory, step)
@@ -219,11 +219,13 @@ def evaluate_variant(
         )
         return row
 
-    add(TextDecoder(alphabet))
-    if greedy_only:
+    if which != "lm":
+        add(TextDecoder(alphabet))
+    if which == "greedy":
         return rows
-    add(TextDecoder(alphabet, beam_size=beam, prune_log_prob=PRUNE))
-    add(TextDecoder(alphabet, beam_size=beam, lexicon=lexicon, prune_log_prob=PRUNE))
+    if which == "all":
+        add(TextDecoder(alphabet, beam_size=beam, prune_log_prob=PRUNE))
+        add(TextDecoder(alphabet, beam_size=beam, lexicon=lexicon, prune_log_prob=PRUNE))
     # LM weight and word bonus: grid search on the validation pairs only
     base = TextDecoder(alphabet, beam_size=beam, lexicon=lexicon, lm=lm, prune_log_prob=PRUNE)
     tuned, grid = tune_decoder(
@@ -238,6 +240,8 @@ def evaluate_variant(
         + ", ".join(f"{g['lm_weight']:g}/{g['word_bonus']:g}: {100 * g['wer']:.1f}" for g in grid)
     )
     add(tuned)
+    if which != "all":
+        return rows
     wide = TextDecoder(
         alphabet, beam_size=2 * beam, lexicon=lexicon, lm=lm, prune_log_prob=PRUNE
     ).with_weights(tuned.lm_weight, tuned.word_bonus)
@@ -250,7 +254,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--variant", action="append", default=[], choices=sorted(VARIANTS))
     parser.add_argument("--prepare", action="store_true", help="build the data stages only")
-    parser.add_argument("--beam", type=int, default=16)
+    parser.add_argument("--beam", type=int, default=64)
     parser.add_argument("--lm-order", type=int, default=3)
     parser.add_argument("--list", action="store_true")
     parser.add_argument(
@@ -263,8 +267,8 @@ def main() -> None:
     parser.add_argument(
         "--decoders",
         default="all",
-        choices=("all", "greedy"),
-        help="greedy: only greedy decoding (fast)",
+        choices=("all", "greedy", "lm"),
+        help="greedy: only greedy decoding (fast); lm: only the tuned beam + LM",
     )
     parser.add_argument(
         "overrides", nargs="*", help="recipe overrides, e.g. units.codebook_size=1024"
@@ -298,20 +302,16 @@ def main() -> None:
         print(f"variant {name}: {VARIANTS[name]}", flush=True)
         seconds = train_variant(name, VARIANTS[name], data, out)
         print(f"  trained in {seconds:.0f} s")
-        rows = evaluate_variant(out / name, data, lm, lexicon, args.beam)
-        with open(out / "results.jsonl", "a") as f:
-            for row in rows:
-                f.write(
-                    json.dumps(
-                        {
-                            "variant": name,
-                            "train_seconds": seconds,
-                            "overrides": args.overrides,
-                            **row,
-                        }
-                    )
-                    + "\n"
-                )
+        for step in [*args.at_step, None]:
+            at = step or VARIANTS[name].train.max_steps
+            print(f"  at step {at}, beam {args.beam}:", flush=True)
+            rows = evaluate_variant(
+                out / name, data, lm, lexicon, args.beam, step, which=args.decoders
+            )
+            with open(out / "results.jsonl", "a") as f:
+                for row in rows:
+                    record = {"variant": name, "step": at, "train_seconds": seconds, **row}
+                    f.write(json.dumps({**record, "overrides": args.overrides}) + "\n")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,19 @@ def test_best_checkpoint_keeps_the_lowest_validation_loss_across_restarts(tmp_pa
     for k, v in reloaded.state_dict().items():
         torch.testing.assert_close(v, kept[k])
     assert mean_loss(reloaded, valid, collate) == pytest.approx(first)
+
+
+def test_recognizer_scorer_fields_are_validated():
+    from multitower.experiments.zipper_speech_text.config import RecognizerSection
+
+    assert RecognizerSection(beam_size=0, lexicon=False, lm_order=0).beam_size == 0
+    for bad in (
+        {"beam_size": 0},  # greedy cannot use the lexicon or the LM
+        {"beam_size": -1},
+        {"mask_prob": 1.0},
+        {"mask_span": 0},
+        {"lm_weights": ()},
+        {"scorer_corpus": -1},
+    ):
+        with pytest.raises(ValueError):
+            RecognizerSection(**bad)

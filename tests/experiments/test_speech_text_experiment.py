@@ -49,15 +49,15 @@ def test_tts_scorer_is_tuned_on_held_out_pairs_and_its_floor_reported(tiny_run):
     decoder = stages["recognizer_decoder"]
     # the default design: beam search + lexicon + 3-gram LM, weights from a grid
     # searched on the valid_pairs held out of the recogniser's training
-    assert decoder["decoder"].startswith("beam 16 + lexicon + 3-gram LM")
-    assert decoder["tuned_on"] == 8 and len(decoder["grid"]) == 9
+    assert decoder["decoder"].startswith("beam 64 + lexicon + 3-gram LM")
+    assert decoder["tuned_on"] == 8 and len(decoder["grid"]) == 4
     floor = stages["recognizer_eval"]
     assert floor["wer_on_real_units"] >= 0.0 and floor["greedy_wer_on_real_units"] >= 0.0
     assert floor["decoder"] == decoder["decoder"]
     summary = json.loads((tiny_run / "results" / "results.json").read_text())
     assert summary["recognizer_wer_on_real_units"] == floor["wer_on_real_units"]
     saved = json.loads((tiny_run / "recognizer" / "decoder.json").read_text())
-    assert saved["beam_size"] == 16 and saved["lm"]["order"] == 3
+    assert saved["beam_size"] == 64 and saved["lm"]["order"] == 3
 
 
 def test_rerun_skips_finished_stages_and_redoes_a_missing_one(tiny_run, capsys):

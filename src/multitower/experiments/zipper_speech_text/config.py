@@ -80,12 +80,16 @@ class RecognizerSection:
     # train on the aligned pairs minus the experiment's valid_pairs, which tune the
     # decoder below (false: on every aligned pair, and a fixed decoder)
     hold_out_valid: bool = True
-    beam_size: int = 16  # CTC prefix beam search; 0: greedy best path (no lexicon, no LM)
+    # utterances of a separate synthesised scorer corpus added to the recogniser's
+    # training pairs (same grammar and speakers, another seed; sentences of the
+    # test and held-out pairs removed); 0: the aligned pairs only
+    scorer_corpus: int = 0
+    beam_size: int = 64  # CTC prefix beam search; 0: greedy best path (no lexicon, no LM)
     lexicon: bool = True  # only words of the text tower's corpus
     lm_order: int = 3  # Kneser-Ney word n-gram on the text tower's corpus; 0: none
     # grids searched on the held-out pairs (one value each: fixed); never the test set
-    lm_weights: tuple[float, ...] = (0.3, 0.5, 0.8)
-    word_bonuses: tuple[float, ...] = (0.5, 1.5, 2.5)
+    lm_weights: tuple[float, ...] = (0.5, 0.8)
+    word_bonuses: tuple[float, ...] = (0.5, 1.5)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_prob < 1.0 or self.mask_span < 1:
@@ -93,6 +97,8 @@ class RecognizerSection:
                 f"mask_prob must lie in [0, 1) and mask_span be >= 1, got "
                 f"{self.mask_prob}, {self.mask_span}"
             )
+        if self.scorer_corpus < 0:
+            raise ValueError(f"scorer_corpus must be >= 0, got {self.scorer_corpus}")
         if self.beam_size < 0 or self.lm_order < 0:
             raise ValueError(
                 f"beam_size and lm_order must be >= 0, got {self.beam_size}, {self.lm_order}"

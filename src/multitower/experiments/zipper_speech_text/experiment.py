@@ -211,6 +211,43 @@ class SpeechTextExperiment:
             self.stages.mark("encode_units", {"mean_units_per_utt": sum(lengths) / len(lengths)})
         return json.loads(path.read_text())
 
+    def scorer_corpus(
+        self, tok: SpeechUnitTokenizer, exclude: set[str]
+    ) -> list[tuple[list[int], str]]:
+        """Extra (units, transcript) pairs for the TTS scorer only (``recognizer.scorer_corpus``).
+
+        A separate corpus (speakers of the main one, sentences drawn with another
+        seed) whose sentences in ``exclude`` (the test and held-out pairs') are
+        dropped. No system compared ever sees it.
+        """
+        n = self.cfg.recognizer.scorer_corpus
+        if n == 0:
+            return []
+        path = self.run_dir / "units" / "scorer_encoded.json"
+        if not self.stages.get("scorer_corpus"):
+            c = self.cfg.corpus
+            corpus_cfg = SpeechCorpusConfig(
+                n_unaligned=0,
+                n_aligned=n,
+                n_test=0,
+                seed=self.cfg.seed + 104729,
+                voices=c.voices,
+                rates=c.rates,
+                pitches=c.pitches,
+            )
+            root = self.run_dir / "scorer_corpus"
+            log(f"scorer corpus: {root} ({n} utterances)")
+            corpus = build_speech_text_corpus(root, corpus_cfg, quiet=self.quiet)
+            pairs = []
+            for u in corpus.utterances("aligned"):
+                text = normalize_text(u.transcript)
+                if text and text not in exclude:
+                    audio = read_audio(Path(u.path), tok.config.sample_rate)
+                    pairs.append(([int(x) + UNIT_OFFSET for x in tok.encode(audio)], text))
+            write_text_atomic(path, json.dumps(pairs))
+            self.stages.mark("scorer_corpus", {"pairs": len(pairs), "dropped": n - len(pairs)})
+        return [(list(u), t) for u, t in json.loads(path.read_text())]
+
     # -- models ------------------------------------------------------------------------------
     def pretrain(
         self,
@@ -249,13 +286,15 @@ class SpeechTextExperiment:
         *,
         valid_idx: Sequence[int] = (),
         sentences: Sequence[str] = (),
+        extra_pairs: Sequence[tuple[list[int], str]] = (),
     ) -> tuple[nn.Module, Any, Any]:
         """The TTS scorer: ``(recogniser, alphabet, decoder)``, trained and tuned once.
 
         With ``recognizer.hold_out_valid`` the aligned pairs at ``valid_idx`` are left
         out of training and tune the decoder's LM weight and word bonus; the
         lexicon and the LM come from ``sentences`` (the text tower's corpus, which
-        holds no test sentence).
+        holds no test sentence). ``extra_pairs`` (the scorer corpus) are added to
+        the training pairs.
         """
         from multitower.data.charset import CharAlphabet
         from multitower.experiments.zipper_speech_text.recognizer import (
@@ -274,10 +313,12 @@ class SpeechTextExperiment:
                 (u, t) for i, (u, t) in enumerate(zip(aligned_units, aligned_text)) if i not in held
             ]
             log(
-                f"recognizer: CTC on {len(pairs)} of the {len(aligned_units)} aligned pairs "
-                f"({r.train.max_steps} steps)"
+                f"recognizer: CTC on {len(pairs)} of the {len(aligned_units)} aligned pairs"
+                + (f" + {len(extra_pairs)} scorer-corpus pairs" if extra_pairs else "")
+                + f" ({r.train.max_steps} steps)"
             )
-            alphabet = CharAlphabet.from_transcripts(aligned_text)
+            alphabet = CharAlphabet.from_transcripts([*aligned_text, *(t for _, t in extra_pairs)])
+            pairs += list(extra_pairs)
             config = UnitRecognizerConfig(
                 unit_vocab_size=speech_vocab,
                 num_chars=alphabet.num_classes,
@@ -383,8 +424,14 @@ class SpeechTextExperiment:
             order[: len(order) - cfg.valid_pairs],
             order[len(order) - cfg.valid_pairs :],
         )
+        held_out_texts = test_texts | {aligned_text[i] for i in valid_idx}
         recognizer, alphabet, decoder = self.recognizer(
-            units["aligned"], aligned_text, speech_vocab, valid_idx=valid_idx, sentences=sentences
+            units["aligned"],
+            aligned_text,
+            speech_vocab,
+            valid_idx=valid_idx,
+            sentences=sentences,
+            extra_pairs=self.scorer_corpus(unit_tok, held_out_texts),
         )
 
         from multitower.experiments.zipper_speech_text.evaluate import wer
