@@ -22,7 +22,7 @@ log says ``pretrain``, or ``--prepare`` here, which runs only those stages
 Run::
 
     python benchmarks/tts_scorer.py --run-dir RUN --prepare          # data only
-    python benchmarks/tts_scorer.py --run-dir RUN --variant current --variant long
+    python benchmarks/tts_scorer.py --run-dir RUN --variant current --variant unaligned --beam 64
     python benchmarks/tts_scorer.py --run-dir RUN --list
 
 Trained variants are kept in ``RUN/scorer_bench/<variant>`` and reused; results are

@@ -116,3 +116,23 @@ def test_bad_experiment_config_is_reported_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fractions must lie in (0, 1]" in err or "systems" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_scorer_corpus_adds_pairs_without_test_or_held_out_sentences(tmp_path):
+    from multitower.config import build_dataclass, load_config
+    from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
+    from multitower.experiments.zipper_speech_text.experiment import SpeechTextExperiment
+
+    raw = load_config(TINY, ["recognizer.scorer_corpus=12", "recognizer.train.max_steps=5"])
+    raw.pop("experiment")
+    exp = SpeechTextExperiment(build_dataclass(SpeechTextConfig, raw, ""), tmp_path, quiet=True)
+    splits = exp.corpus()
+    tok = exp.unit_tokenizer(splits["unaligned"])
+    test_texts = {t for _, t, _ in splits["test"]}
+    pairs = exp.scorer_corpus(tok, test_texts)
+    info = exp.stages.get("scorer_corpus")
+    assert info["pairs"] + info["dropped"] == 12 and len(pairs) == info["pairs"] > 0
+    assert not {t for _, t in pairs} & test_texts
+    assert all(u and min(u) >= 3 for u, _ in pairs)
+    assert exp.scorer_corpus(tok, test_texts) == pairs  # cached

@@ -365,8 +365,7 @@ def transcribe(
         model: a trained recogniser.
         alphabet: the alphabet it was trained with.
         unit_sequences: speech-tower ids of the units only, in the form the
-            recogniser was trained on (no bos/eos); an empty sequence gives ``""``
-            (greedy) or the decoder's best empty-input text.
+            recogniser was trained on (no bos/eos); an empty sequence gives ``""``.
         batch_size: sequences per forward pass.
         decoder: how frames become text (``None``: greedy best path).
 
