@@ -123,3 +123,22 @@ def test_a_config_built_in_python_checks_its_fusion_against_its_towers() -> None
             speech_tower=shallow,
             fusion=ZipperConfig(dict(base.fusion.towers), cross_attention_every=3),
         )
+
+
+def test_recognizer_scorer_fields_are_validated():
+    from multitower.config import build_dataclass
+
+    def section(**values):  # through the whole config: it fills the run-time sizes
+        return build_dataclass(SpeechTextConfig, {"recognizer": values}, "").recognizer
+
+    assert section(beam_size=0, lexicon=False, lm_order=0).beam_size == 0
+    for bad in (
+        {"beam_size": 0},  # greedy cannot use the lexicon or the LM
+        {"beam_size": -1},
+        {"mask_prob": 1.0},
+        {"mask_span": 0},
+        {"lm_weights": ()},
+        {"scorer_corpus": -1},
+    ):
+        with pytest.raises(ValueError, match="recognizer"):
+            section(**bad)

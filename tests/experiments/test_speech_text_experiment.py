@@ -57,7 +57,10 @@ def test_reported_wers_are_those_of_the_saved_model(tiny_run):
         SpeechTextExperiment,
         evaluation_pairs,
     )
-    from multitower.experiments.zipper_speech_text.recognizer import load_recognizer
+    from multitower.experiments.zipper_speech_text.recognizer import (
+        load_decoder,
+        load_recognizer,
+    )
     from multitower.models.pretrained import load_pretrained
 
     raw = load_config(tiny_run / "config.yaml")
@@ -68,16 +71,34 @@ def test_reported_wers_are_those_of_the_saved_model(tiny_run):
     text_tok = TextTokenizer.load(tiny_run / "text" / "tokenizer.json")
     test, references = evaluation_pairs(splits, units, text_tok, cfg.eval.max_test)
     recognizer, alphabet = load_recognizer(tiny_run / "recognizer")
+    decoder = load_decoder(tiny_run / "recognizer", alphabet)
     summary = json.loads((tiny_run / "results" / "results.json").read_text())
     # the tiny Zipper's hypotheses are degenerate; the baselines' differ per fraction
     for system, fraction in (("zipper", 1.0), ("baseline", 0.5)):
         model = load_pretrained(tiny_run / "finetune" / f"{system}_{fraction:g}" / "model")
-        metrics = evaluate_system(model, test, references, text_tok, recognizer, alphabet, cfg.eval)
+        metrics = evaluate_system(
+            model, test, references, text_tok, recognizer, alphabet, cfg.eval, decoder=decoder
+        )
         reported = next(
             r for r in summary["results"] if (r["system"], r["fraction"]) == (system, fraction)
         )
         # WERs, the first hypotheses and the model-specific test losses, exactly
         assert metrics == {k: reported[k] for k in metrics}, system
+
+
+def test_tts_scorer_is_tuned_on_held_out_pairs_and_its_floor_reported(tiny_run):
+    stages = json.loads((tiny_run / "stages.json").read_text())
+    decoder = stages["recognizer_decoder"]
+    # the default design: beam search + lexicon + 3-gram LM, weights from a grid
+    # searched on the valid_pairs held out of the recogniser's training
+    assert decoder["decoder"].startswith("beam 64 + lexicon + 3-gram LM")
+    assert decoder["tuned_on"] == 8 and len(decoder["grid"]) == 4
+    floor = stages["recognizer_eval"]
+    assert floor["decoder"] == decoder["decoder"]
+    summary = json.loads((tiny_run / "results" / "results.json").read_text())
+    assert summary["recognizer_wer_on_real_units"] == floor["wer_on_real_units"]
+    saved = json.loads((tiny_run / "recognizer" / "decoder.json").read_text())
+    assert saved["beam_size"] == 64 and saved["lm"]["order"] == 3
 
 
 def test_rerun_skips_finished_stages_and_redoes_a_missing_one(tiny_run, capsys):
@@ -136,3 +157,23 @@ def test_bad_experiment_config_is_reported_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fractions must lie in (0, 1]" in err or "systems" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_scorer_corpus_adds_pairs_without_test_or_held_out_sentences(tmp_path):
+    from multitower.config import build_dataclass, load_config
+    from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
+    from multitower.experiments.zipper_speech_text.experiment import SpeechTextExperiment
+
+    raw = load_config(TINY, ["recognizer.scorer_corpus=12", "recognizer.train.max_steps=5"])
+    raw.pop("experiment")
+    exp = SpeechTextExperiment(build_dataclass(SpeechTextConfig, raw, ""), tmp_path, quiet=True)
+    splits = exp.corpus()
+    tok = exp.unit_tokenizer(splits["unaligned"])
+    test_texts = {t for _, t, _ in splits["test"]}
+    pairs = exp.scorer_corpus(tok, test_texts)
+    info = exp.stages.get("scorer_corpus")
+    assert info["pairs"] + info["dropped"] == 12 and len(pairs) == info["pairs"] > 0
+    assert not {t for _, t in pairs} & test_texts
+    assert all(u and min(u) >= 3 for u, _ in pairs)
+    assert exp.scorer_corpus(tok, test_texts) == pairs  # cached

@@ -117,11 +117,43 @@ class RecognizerSection(UnitRecognizerConfig):
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(max_steps=1000, batch_size=32, lr=1e-3, warmup_steps=50)
     )
+    # -- the TTS scorer's decoding (README "The TTS scorer"; SCORER_FINDINGS.md) --
+    # time masking while training: about mask_prob of the units hidden, in spans
+    mask_prob: float = 0.0
+    mask_span: int = 3
+    # train on the aligned pairs minus the experiment's valid_pairs, which tune the
+    # decoder below (false: on every aligned pair, and a fixed decoder)
+    hold_out_valid: bool = True
+    # utterances of a separate synthesised scorer corpus added to the recogniser's
+    # training pairs (same grammar and speakers, another seed; sentences of the
+    # test and held-out pairs removed); 0: the aligned pairs only
+    scorer_corpus: int = 0
+    beam_size: int = 64  # CTC prefix beam search; 0: greedy best path (no lexicon, no LM)
+    lexicon: bool = True  # only words of the text tower's corpus
+    lm_order: int = 3  # Kneser-Ney word n-gram on the text tower's corpus; 0: none
+    # grids searched on the held-out pairs (one value each: fixed); never the test set
+    lm_weights: tuple[float, ...] = (0.5, 0.8)
+    word_bonuses: tuple[float, ...] = (0.5, 1.5)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.unit_noise < 1.0:
             raise ValueError(f"unit_noise must lie in [0, 1), got {self.unit_noise}")
+        if not 0.0 <= self.mask_prob < 1.0 or self.mask_span < 1:
+            raise ValueError(
+                f"mask_prob must lie in [0, 1) and mask_span be >= 1, got "
+                f"{self.mask_prob}, {self.mask_span}"
+            )
+        if self.scorer_corpus < 0:
+            raise ValueError(f"scorer_corpus must be >= 0, got {self.scorer_corpus}")
+        if self.beam_size < 0 or self.lm_order < 0:
+            raise ValueError(
+                f"beam_size and lm_order must be >= 0, got {self.beam_size}, {self.lm_order}"
+            )
+        if self.beam_size == 0 and (self.lexicon or self.lm_order):
+            raise ValueError("beam_size: 0 (greedy) needs lexicon: false and lm_order: 0")
+        if not self.lm_weights or not self.word_bonuses:
+            raise ValueError("lm_weights and word_bonuses need at least one value each")
 
     def model_config(self, *, unit_vocab_size: int, num_chars: int) -> UnitRecognizerConfig:
         """The recogniser's :class:`UnitRecognizerConfig` with its run-time sizes."""

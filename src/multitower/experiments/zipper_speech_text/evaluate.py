@@ -82,13 +82,19 @@ def evaluate_system(
     recognizer: nn.Module,
     alphabet: Any,
     eval_cfg: Any,
+    *,
+    decoder: Any = None,
 ) -> dict[str, Any]:
-    """ASR and TTS WER of one fine-tuned system on the test pairs."""
+    """ASR and TTS WER of one fine-tuned system on the test pairs.
+
+    ``decoder`` (a recogniser ``TextDecoder``; ``None``: greedy) turns the
+    recogniser's frames into the TTS transcripts.
+    """
     from multitower.experiments.zipper_speech_text.recognizer import transcribe
 
     asr_hyps = transcribe_units(model, [u for u, _ in test], text_tok, eval_cfg)
     speech = synthesize_units(model, [t for _, t in test], eval_cfg)
-    tts_hyps = transcribe(recognizer, alphabet, speech)
+    tts_hyps = transcribe(recognizer, alphabet, speech, decoder=decoder)
     return {
         **input_dependence(model, test),
         "asr_wer": wer(references, asr_hyps),

@@ -8,8 +8,10 @@ skipped on a re-run; an interrupted training resumes from its last checkpoint)::
     tokenizers  BPE text tokenizer on the text corpus; k-means speech units
                 fitted on the unaligned speech only
     pretrain    text tower on text, speech tower on speech units
-    recognizer  a fixed unit->character CTC recogniser trained once on all aligned
-                pairs: it transcribes synthesised units to score TTS
+    recognizer  the TTS scorer: a fixed unit->character CTC recogniser trained once
+                on the aligned pairs (minus the held-out ones) and its beam-search
+                decoder (lexicon + word n-gram LM of the text corpus, weights tuned
+                on the held-out pairs): it transcribes synthesised units
     finetune    per aligned fraction and system (Zipper, frozen variants, the
                 vocabulary-expansion baseline): ASR and TTS examples together
     evaluate    ASR WER and TTS WER on the test split; table, JSON, plots
@@ -21,6 +23,7 @@ import functools
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from multitower.data.sentences import generate_sentences
 from multitower.data.speech import read_audio
 from multitower.data.speech.corpus import build_speech_text_corpus
 from multitower.data.speech.units import SpeechUnitTokenizer
+from multitower.data.speech_config import SpeechCorpusConfig
 from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
 from multitower.experiments.zipper_speech_text.config import (
@@ -209,6 +213,43 @@ class SpeechTextExperiment:
             self.stages.mark("encode_units", {"mean_units_per_utt": sum(lengths) / len(lengths)})
         return json.loads(path.read_text())
 
+    def scorer_corpus(
+        self, tok: SpeechUnitTokenizer, exclude: set[str]
+    ) -> list[tuple[list[int], str]]:
+        """Extra (units, transcript) pairs for the TTS scorer only (``recognizer.scorer_corpus``).
+
+        A separate corpus (speakers of the main one, sentences drawn with another
+        seed) whose sentences in ``exclude`` (the test and held-out pairs') are
+        dropped. No system compared ever sees it.
+        """
+        n = self.cfg.recognizer.scorer_corpus
+        if n == 0:
+            return []
+        path = self.run_dir / "units" / "scorer_encoded.json"
+        if not self.stages.get("scorer_corpus"):
+            c = self.cfg.corpus
+            corpus_cfg = SpeechCorpusConfig(
+                n_unaligned=0,
+                n_aligned=n,
+                n_test=0,
+                seed=self.cfg.seed + 104729,
+                voices=c.voices,
+                rates=c.rates,
+                pitches=c.pitches,
+            )
+            root = self.run_dir / "scorer_corpus"
+            log(f"scorer corpus: {root} ({n} utterances)")
+            corpus = build_speech_text_corpus(root, corpus_cfg, quiet=self.quiet)
+            pairs = []
+            for u in corpus.utterances("aligned"):
+                text = normalize_text(u.transcript)
+                if text and text not in exclude:
+                    audio = read_audio(Path(u.path), tok.config.sample_rate)
+                    pairs.append(([int(x) + UNIT_OFFSET for x in tok.encode(audio)], text))
+            write_text_atomic(path, json.dumps(pairs))
+            self.stages.mark("scorer_corpus", {"pairs": len(pairs), "dropped": n - len(pairs)})
+        return [(list(u), t) for u, t in json.loads(path.read_text())]
+
     # -- models ------------------------------------------------------------------------------
     def pretrain(
         self,
@@ -240,23 +281,46 @@ class SpeechTextExperiment:
         return load_pretrained(stage_dir / "model", DecoderTower)
 
     def recognizer(
-        self, aligned_units: list[list[int]], aligned_text: list[str], speech_vocab: int
-    ) -> tuple[nn.Module, Any]:
+        self,
+        aligned_units: list[list[int]],
+        aligned_text: list[str],
+        speech_vocab: int,
+        *,
+        valid_idx: Sequence[int] = (),
+        sentences: Sequence[str] = (),
+        extra_pairs: Sequence[tuple[list[int], str]] = (),
+    ) -> tuple[nn.Module, Any, Any]:
+        """The TTS scorer: ``(recogniser, alphabet, decoder)``, trained and tuned once.
+
+        With ``recognizer.hold_out_valid`` the aligned pairs at ``valid_idx`` are left
+        out of training and tune the decoder's LM weight and word bonus; the
+        lexicon and the LM come from ``sentences`` (the text tower's corpus, which
+        holds no test sentence). ``extra_pairs`` (the scorer corpus) are added to
+        the training pairs.
+        """
         from multitower.data.charset import CharAlphabet
         from multitower.experiments.zipper_speech_text.recognizer import (
+            load_decoder,
             load_recognizer,
+            save_decoder,
             train_recognizer,
         )
 
         stage_dir = self.run_dir / "recognizer"
+        r = self.cfg.recognizer
+        held = set(valid_idx) if r.hold_out_valid else set()
         if not self.stages.get("recognizer"):
-            r = self.cfg.recognizer
+            pairs = [
+                (u, t) for i, (u, t) in enumerate(zip(aligned_units, aligned_text)) if i not in held
+            ]
             log(
-                f"recognizer: CTC on all {len(aligned_units)} aligned pairs ({r.train.max_steps} steps)"
+                f"recognizer: CTC on {len(pairs)} of the {len(aligned_units)} aligned pairs"
+                + (f" + {len(extra_pairs)} scorer-corpus pairs" if extra_pairs else "")
+                + f" ({r.train.max_steps} steps)"
             )
-            alphabet = CharAlphabet.from_transcripts(aligned_text)
+            alphabet = CharAlphabet.from_transcripts([*aligned_text, *(t for _, t in extra_pairs)])
+            pairs += list(extra_pairs)
             config = r.model_config(unit_vocab_size=speech_vocab, num_chars=alphabet.num_classes)
-            pairs = list(zip(aligned_units, aligned_text))
             train_recognizer(
                 pairs,
                 alphabet,
@@ -264,9 +328,57 @@ class SpeechTextExperiment:
                 replace(r.train, seed=self.cfg.seed),
                 stage_dir,
                 unit_noise=r.unit_noise,
+                mask_prob=r.mask_prob,
+                mask_span=r.mask_span,
             )
             self.stages.mark("recognizer", True)
-        return load_recognizer(stage_dir)
+        model, alphabet = load_recognizer(stage_dir)
+        if not self.stages.get("recognizer_decoder"):
+            valid = [(aligned_units[i], aligned_text[i]) for i in sorted(held)]
+            decoder, info = self._scorer_decoder(model, alphabet, valid, sentences)
+            save_decoder(decoder, stage_dir)
+            self.stages.mark("recognizer_decoder", info)
+        return model, alphabet, load_decoder(stage_dir, alphabet)
+
+    def _scorer_decoder(
+        self,
+        model: nn.Module,
+        alphabet: Any,
+        valid: list[tuple[list[int], str]],
+        sentences: Sequence[str],
+    ) -> tuple[Any, dict[str, Any]]:
+        """The recogniser's decoder from the config, its weights tuned on ``valid``."""
+        from multitower.data.ngram_lm import NgramLM
+        from multitower.experiments.zipper_speech_text.recognizer import (
+            TextDecoder,
+            frame_log_probs,
+            tune_decoder,
+        )
+
+        r = self.cfg.recognizer
+        if r.beam_size == 0:
+            return TextDecoder(alphabet), {"decoder": "greedy"}
+        if (r.lexicon or r.lm_order) and not sentences:
+            raise ValueError("the scorer's lexicon and LM need the text corpus sentences")
+        lexicon = sorted({w for s in sentences for w in s.split()}) if r.lexicon else None
+        lm = NgramLM(sentences, r.lm_order) if r.lm_order else None
+        decoder = TextDecoder(alphabet, beam_size=r.beam_size, lexicon=lexicon, lm=lm)
+        grid_size = len(r.lm_weights) * len(r.word_bonuses)
+        if grid_size == 1 or not valid:
+            if grid_size > 1:
+                log("recognizer: no held-out pairs to tune on; first lm_weight and word_bonus")
+            decoder = decoder.with_weights(r.lm_weights[0], r.word_bonuses[0])
+            return decoder, {"decoder": decoder.describe(), "tuned_on": 0}
+        log(f"recognizer: tuning the decoder on {len(valid)} held-out pairs ({grid_size} settings)")
+        log_probs = frame_log_probs(model, [u for u, _ in valid])  # type: ignore[arg-type]
+        decoder, grid = tune_decoder(
+            decoder,
+            log_probs,
+            [t for _, t in valid],
+            lm_weights=r.lm_weights,
+            word_bonuses=r.word_bonuses,
+        )
+        return decoder, {"decoder": decoder.describe(), "tuned_on": len(valid), "grid": grid}
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -296,15 +408,6 @@ class SpeechTextExperiment:
         aligned_text = [t for _, t, _ in splits["aligned"]]
         aligned = [(u, text_tok.encode(t)) for u, t in zip(units["aligned"], aligned_text)]
         test, test_texts_list = evaluation_pairs(splits, units, text_tok, cfg.eval.max_test)
-        recognizer, alphabet = self.recognizer(units["aligned"], aligned_text, speech_vocab)
-
-        from multitower.experiments.zipper_speech_text.evaluate import wer
-        from multitower.experiments.zipper_speech_text.recognizer import transcribe
-
-        if not self.stages.get("recognizer_eval"):
-            hyps = transcribe(recognizer, alphabet, [u for u, _ in test])
-            self.stages.mark("recognizer_eval", {"wer_on_real_units": wer(test_texts_list, hyps)})
-
         order = torch.randperm(
             len(aligned), generator=torch.Generator().manual_seed(cfg.seed)
         ).tolist()
@@ -313,6 +416,36 @@ class SpeechTextExperiment:
             order[: len(order) - cfg.valid_pairs],
             order[len(order) - cfg.valid_pairs :],
         )
+        held_out_texts = test_texts | {aligned_text[i] for i in valid_idx}
+        recognizer, alphabet, decoder = self.recognizer(
+            units["aligned"],
+            aligned_text,
+            speech_vocab,
+            valid_idx=valid_idx,
+            sentences=sentences,
+            extra_pairs=self.scorer_corpus(unit_tok, held_out_texts),
+        )
+
+        from multitower.experiments.zipper_speech_text.evaluate import wer
+        from multitower.experiments.zipper_speech_text.recognizer import (
+            character_error_rate,
+            transcribe,
+        )
+
+        if not self.stages.get("recognizer_eval"):
+            real = [u for u, _ in test]
+            hyps = transcribe(recognizer, alphabet, real, decoder=decoder)
+            greedy = transcribe(recognizer, alphabet, real)
+            self.stages.mark(
+                "recognizer_eval",
+                {
+                    "wer_on_real_units": wer(test_texts_list, hyps),
+                    "cer_on_real_units": character_error_rate(test_texts_list, hyps),
+                    "greedy_wer_on_real_units": wer(test_texts_list, greedy),
+                    "decoder": decoder.describe(),
+                },
+            )
+
         if not pool:
             raise ValueError(
                 f"valid_pairs={cfg.valid_pairs} leaves no aligned pair for fine-tuning "
@@ -368,7 +501,14 @@ class SpeechTextExperiment:
                         f"test loss {start_loss:.3f} -> {final_loss:.3f}"
                     )
                     metrics = evaluate_system(
-                        model, test, test_texts_list, text_tok, recognizer, alphabet, cfg.eval
+                        model,
+                        test,
+                        test_texts_list,
+                        text_tok,
+                        recognizer,
+                        alphabet,
+                        cfg.eval,
+                        decoder=decoder,
                     )
                     info = {
                         "system": system,

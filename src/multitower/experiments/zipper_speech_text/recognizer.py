@@ -10,6 +10,9 @@ A trained recogniser is a directory holding
 * ``model.safetensors`` and ``config.json`` (``model_type = "UnitRecognizer"``),
   written by :func:`multitower.models.io.save_model`;
 * ``alphabet.json``: the :class:`~multitower.data.charset.CharAlphabet`;
+* optionally ``decoder.json``: the :class:`TextDecoder` (beam size, lexicon,
+  word n-gram LM, its weight and word bonus) that turns the recogniser's frames
+  into text; without it the scorer decodes greedily;
 
 and, when it is the training run directory, the Trainer's ``checkpoints/`` and
 ``metrics.jsonl`` beside them.
@@ -24,14 +27,17 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import torch
 from torch import nn
 
 from multitower.data.charset import CharAlphabet
+from multitower.data.ngram_lm import NgramLM
 from multitower.data.padding import pad_right
 from multitower.generation.ctc import greedy_decode
+from multitower.generation.ctc_beam import LexiconScorer, prefix_beam_search
 from multitower.io import write_text_atomic
 from multitower.losses import ctc_loss
 from multitower.models.io import save_model
@@ -41,6 +47,7 @@ from multitower.train.task import LossOutput
 from multitower.train.trainer import EvalFn, TrainConfig, Trainer
 
 ALPHABET_NAME = "alphabet.json"
+DECODER_NAME = "decoder.json"
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -81,6 +88,13 @@ class UnitTranscriptDataset:
             ``[first_unit, vocab_size)`` every time an item is read (augmentation
             against memorising a small aligned set; drawn from torch's global RNG,
             which the Trainer seeds and checkpoints).
+        mask_prob: SpecAugment-style time masking (Park et al. 2019, section 2),
+            applied after the noise: each unit starts a masked span with
+            probability ``mask_prob / mask_span``, and masked units become
+            ``mask_id``, so about ``mask_prob`` of the units are hidden.
+        mask_span: length of each masked span, in units.
+        mask_id: the id masked units take (default 0, the pad id, which the
+            recogniser's embedding has but real inputs never use).
 
     Raises:
         ValueError: a pair that is not ``(list of ints >= 0, str)``, or a transcript
@@ -95,9 +109,17 @@ class UnitTranscriptDataset:
         unit_noise: float = 0.0,
         vocab_size: int = 0,
         first_unit: int = 3,
+        mask_prob: float = 0.0,
+        mask_span: int = 3,
+        mask_id: int = 0,
     ) -> None:
         if not 0.0 <= unit_noise < 1.0:
             raise ValueError(f"unit_noise must lie in [0, 1), got {unit_noise}")
+        if not 0.0 <= mask_prob < 1.0:
+            raise ValueError(f"mask_prob must lie in [0, 1), got {mask_prob}")
+        if mask_span < 1:
+            raise ValueError(f"mask_span must be >= 1, got {mask_span}")
+        self.mask_prob, self.mask_span, self.mask_id = mask_prob, mask_span, mask_id
         if unit_noise and vocab_size <= first_unit:
             raise ValueError(f"unit_noise needs vocab_size > first_unit={first_unit}")
         self.unit_noise, self.vocab_size, self.first_unit = unit_noise, vocab_size, first_unit
@@ -125,6 +147,14 @@ class UnitTranscriptDataset:
             swap = torch.rand(units.shape) < self.unit_noise
             noise = torch.randint(self.first_unit, self.vocab_size, units.shape)
             units = torch.where(swap, noise, units)
+        if self.mask_prob and units.numel():
+            starts = torch.rand(units.shape) < self.mask_prob / self.mask_span  # (T,)
+            # a unit is masked when a span started at most mask_span - 1 units before it
+            window = torch.ones(1, 1, self.mask_span)
+            covered = torch.nn.functional.conv1d(
+                starts.float()[None, None], window, padding=self.mask_span - 1
+            )[0, 0, : units.numel()]  # (T,)
+            units = torch.where(covered > 0, torch.full_like(units, self.mask_id), units)
         return units, self.targets[index]
 
 
@@ -157,35 +187,29 @@ class UnitCTCTask:
 
 # -- inference ---------------------------------------------------------------------------------
 @torch.no_grad()
-def transcribe(
-    model: UnitRecognizer,
-    alphabet: CharAlphabet,
-    unit_sequences: Sequence[Sequence[int]],
-    batch_size: int = 64,
-) -> list[str]:
-    """Greedy CTC transcripts of unit sequences, in input order.
+def frame_log_probs(
+    model: UnitRecognizer, unit_sequences: Sequence[Sequence[int]], batch_size: int = 64
+) -> list[torch.Tensor]:
+    """Per-frame character log-probabilities of each unit sequence, in input order.
 
     Sequences are batched by length (padding does not change a sequence's
     outputs); the model runs in eval mode and gets its previous mode back.
 
     Args:
         model: a trained recogniser.
-        alphabet: the alphabet it was trained with.
-        unit_sequences: speech-tower ids of the units only, in the form the
-            recogniser was trained on (no bos/eos); an empty sequence gives ``""``.
+        unit_sequences: speech-tower ids of the units only (no bos/eos).
         batch_size: sequences per forward pass.
 
+    Returns:
+        One ``(len(units) * upsample, num_chars)`` float32 CPU tensor per sequence
+        (``(0, num_chars)`` for an empty one).
+
     Raises:
-        ValueError: ``batch_size <= 0``, an alphabet that does not fit the model, or a
-            sequence longer than the model's ``max_len`` or with ids out of range.
+        ValueError: ``batch_size <= 0``, or a sequence longer than the model's
+            ``max_len`` or with ids out of range.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if alphabet.num_classes != model.config.num_chars:
-        raise ValueError(
-            f"the alphabet has {alphabet.num_classes} classes but the model outputs "
-            f"num_chars={model.config.num_chars}"
-        )
     for i, seq in enumerate(unit_sequences):
         if len(seq) > model.config.max_len:
             raise ValueError(
@@ -196,7 +220,7 @@ def transcribe(
     was_training = model.training
     model.eval()
     order = sorted(range(len(unit_sequences)), key=lambda i: len(unit_sequences[i]))
-    texts = [""] * len(unit_sequences)
+    out = [torch.zeros(0, model.config.num_chars)] * len(unit_sequences)
     try:
         for start in range(0, len(order), batch_size):
             idx = [i for i in order[start : start + batch_size] if len(unit_sequences[i])]
@@ -204,16 +228,209 @@ def transcribe(
                 continue
             units, lengths = _pad_with_lengths([unit_sequences[i] for i in idx])
             log_probs, out_lengths = model(units.to(device), lengths.to(device))  # (B, T*U, C)
-            for i, ids in zip(idx, greedy_decode(log_probs, out_lengths)):
-                texts[i] = alphabet.decode(ids)
+            for row, (i, n) in enumerate(zip(idx, out_lengths.tolist())):
+                out[i] = log_probs[row, :n].float().cpu()
     finally:
         model.train(was_training)
-    return texts
+    return out
+
+
+class TextDecoder:
+    """Frame log-probabilities -> text: greedy, or beam search with a lexicon and a word LM.
+
+    ``beam_size=None`` is greedy best-path decoding
+    (:func:`~multitower.generation.ctc.greedy_decode`); an int is CTC prefix beam
+    search (:func:`~multitower.generation.ctc_beam.prefix_beam_search`), constrained
+    to ``lexicon`` when one is given and scored by ``lm`` with ``lm_weight`` and
+    ``word_bonus`` per word (see :class:`~multitower.generation.ctc_beam.LexiconScorer`).
+
+    Raises:
+        ValueError: ``beam_size < 1``, or a lexicon or LM without a beam.
+    """
+
+    def __init__(
+        self,
+        alphabet: CharAlphabet,
+        *,
+        beam_size: int | None = None,
+        lexicon: Sequence[str] | None = None,
+        lm: NgramLM | None = None,
+        lm_weight: float = 0.0,
+        word_bonus: float = 0.0,
+        prune_log_prob: float = -8.0,
+    ) -> None:
+        if beam_size is not None and beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1 or None (greedy), got {beam_size}")
+        if beam_size is None and (lexicon is not None or lm is not None):
+            raise ValueError("a lexicon or an LM needs beam search (beam_size >= 1)")
+        self.alphabet = alphabet
+        self.beam_size = beam_size
+        self.lexicon = sorted(set(lexicon)) if lexicon is not None else None
+        self.lm = lm
+        self.lm_weight = lm_weight
+        self.word_bonus = word_bonus
+        self.prune_log_prob = prune_log_prob
+        self.scorer: LexiconScorer | None = None
+        if beam_size is not None and (lexicon is not None or lm is not None or word_bonus):
+            chars = ["", *alphabet.chars]  # class id -> character (0: the blank)
+            if " " not in chars:
+                raise ValueError("word-level decoding needs the space in the alphabet")
+            self.scorer = LexiconScorer(
+                chars, lexicon=self.lexicon, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus
+            )
+
+    def with_weights(self, lm_weight: float, word_bonus: float) -> TextDecoder:
+        """The same decoder with another LM weight and word bonus."""
+        return TextDecoder(
+            self.alphabet,
+            beam_size=self.beam_size,
+            lexicon=self.lexicon,
+            lm=self.lm,
+            lm_weight=lm_weight,
+            word_bonus=word_bonus,
+            prune_log_prob=self.prune_log_prob,
+        )
+
+    def decode(self, log_probs: torch.Tensor) -> str:
+        """The text of one utterance's ``(T, C)`` log-probabilities."""
+        if self.beam_size is None:
+            ids = greedy_decode(log_probs[None], torch.tensor([log_probs.shape[0]]))[0]
+        else:
+            ids = prefix_beam_search(
+                log_probs,
+                beam_size=self.beam_size,
+                scorer=self.scorer,
+                prune_log_prob=self.prune_log_prob,
+            )
+        return self.alphabet.decode(ids)
+
+    def describe(self) -> str:
+        """A short name: ``greedy``, ``beam 16``, ``beam 16 + lexicon + 3-gram LM (w, b)``."""
+        if self.beam_size is None:
+            return "greedy"
+        parts = [f"beam {self.beam_size}"]
+        if self.lexicon is not None:
+            parts.append("lexicon")
+        if self.lm is not None:
+            parts.append(f"{self.lm.order}-gram LM ({self.lm_weight:g}, {self.word_bonus:g})")
+        return " + ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the LM as :meth:`NgramLM.to_dict`); :meth:`from_dict` reads it."""
+        return {
+            "beam_size": self.beam_size,
+            "lm_weight": self.lm_weight,
+            "word_bonus": self.word_bonus,
+            "prune_log_prob": self.prune_log_prob,
+            "lexicon": self.lexicon,
+            "lm": self.lm.to_dict() if self.lm is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], alphabet: CharAlphabet) -> TextDecoder:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: unknown or missing keys.
+        """
+        keys = {"beam_size", "lm_weight", "word_bonus", "prune_log_prob", "lexicon", "lm"}
+        if not isinstance(d, dict) or set(d) != keys:
+            raise ValueError(f"a TextDecoder dict needs exactly the keys {sorted(keys)}")
+        return cls(
+            alphabet,
+            beam_size=d["beam_size"],
+            lexicon=d["lexicon"],
+            lm=NgramLM.from_dict(d["lm"]) if d["lm"] is not None else None,
+            lm_weight=float(d["lm_weight"]),
+            word_bonus=float(d["word_bonus"]),
+            prune_log_prob=float(d["prune_log_prob"]),
+        )
+
+
+def transcribe(
+    model: UnitRecognizer,
+    alphabet: CharAlphabet,
+    unit_sequences: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    *,
+    decoder: TextDecoder | None = None,
+) -> list[str]:
+    """Transcripts of unit sequences, in input order (greedy unless ``decoder`` is given).
+
+    Args:
+        model: a trained recogniser.
+        alphabet: the alphabet it was trained with.
+        unit_sequences: speech-tower ids of the units only, in the form the
+            recogniser was trained on (no bos/eos); an empty sequence gives ``""``.
+        batch_size: sequences per forward pass.
+        decoder: how frames become text (``None``: greedy best path).
+
+    Raises:
+        ValueError: ``batch_size <= 0``, an alphabet that does not fit the model or
+            the decoder, or a sequence longer than the model's ``max_len`` or with
+            ids out of range.
+    """
+    if alphabet.num_classes != model.config.num_chars:
+        raise ValueError(
+            f"the alphabet has {alphabet.num_classes} classes but the model outputs "
+            f"num_chars={model.config.num_chars}"
+        )
+    if decoder is not None and decoder.alphabet != alphabet:
+        raise ValueError("the decoder was built for another alphabet")
+    decoder = decoder or TextDecoder(alphabet)
+    log_probs = frame_log_probs(model, unit_sequences, batch_size)
+    return [decoder.decode(lp) if lp.shape[0] else "" for lp in log_probs]
 
 
 def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     """Corpus CER: character edits over reference characters (``jiwer.cer``)."""
     return float(jiwer.cer(list(references), list(hypotheses)))
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus WER: word edits over reference words (``jiwer.wer``)."""
+    return float(jiwer.wer(list(references), list(hypotheses)))
+
+
+def tune_decoder(
+    decoder: TextDecoder,
+    log_probs: Sequence[torch.Tensor],
+    references: Sequence[str],
+    *,
+    lm_weights: Sequence[float],
+    word_bonuses: Sequence[float],
+) -> tuple[TextDecoder, list[dict[str, float]]]:
+    """The LM weight and word bonus with the lowest WER (then CER) on held-out pairs.
+
+    Every combination of ``lm_weights`` x ``word_bonuses`` decodes ``log_probs``
+    (from :func:`frame_log_probs`); ties keep the first in grid order. Use
+    validation pairs, never the test set whose WER is reported.
+
+    Returns:
+        ``(decoder with the best weights, [{"lm_weight", "word_bonus", "wer", "cer"}, ...])``.
+
+    Raises:
+        ValueError: an empty grid or no references.
+    """
+    if not lm_weights or not word_bonuses or not references:
+        raise ValueError("tune_decoder needs a non-empty grid and at least one reference")
+    grid = []
+    best: tuple[tuple[float, float], TextDecoder] | None = None
+    for weight in lm_weights:
+        for bonus in word_bonuses:
+            candidate = decoder.with_weights(weight, bonus)
+            hyps = [candidate.decode(lp) if lp.shape[0] else "" for lp in log_probs]
+            row = {
+                "lm_weight": weight,
+                "word_bonus": bonus,
+                "wer": word_error_rate(references, hyps),
+                "cer": character_error_rate(references, hyps),
+            }
+            grid.append(row)
+            if best is None or (row["wer"], row["cer"]) < best[0]:
+                best = ((row["wer"], row["cer"]), candidate)
+    assert best is not None
+    return best[1], grid
 
 
 def recognizer_eval_fn(
@@ -240,6 +457,8 @@ def train_recognizer(
     *,
     eval_pairs: Sequence[tuple[Sequence[int], str]] | None = None,
     unit_noise: float = 0.0,
+    mask_prob: float = 0.0,
+    mask_span: int = 3,
 ) -> UnitRecognizer:
     """Train a recogniser with CTC on ``pairs`` and save it into ``run_dir``.
 
@@ -260,6 +479,8 @@ def train_recognizer(
         eval_pairs: optional held-out pairs whose CER is logged as ``eval/cer``.
         unit_noise: per-unit replacement probability while training (see
             :class:`UnitTranscriptDataset`).
+        mask_prob, mask_span: time masking while training (see
+            :class:`UnitTranscriptDataset`; masked units take id 0).
 
     Returns:
         The trained model, in eval mode, on the training device.
@@ -273,7 +494,12 @@ def train_recognizer(
             f"{alphabet.num_classes} (its {len(alphabet.chars)} characters plus the blank)"
         )
     dataset = UnitTranscriptDataset(
-        pairs, alphabet, unit_noise=unit_noise, vocab_size=config.unit_vocab_size
+        pairs,
+        alphabet,
+        unit_noise=unit_noise,
+        vocab_size=config.unit_vocab_size,
+        mask_prob=mask_prob,
+        mask_span=mask_span,
     )
     max_unit = max((int(u.max()) for u in dataset.units if u.numel()), default=0)
     if max_unit >= config.unit_vocab_size:
@@ -318,6 +544,30 @@ def save_recognizer(
     write_text_atomic(
         Path(directory) / ALPHABET_NAME, json.dumps(alphabet.to_dict(), indent=2) + "\n"
     )
+
+
+def save_decoder(decoder: TextDecoder, directory: str | os.PathLike[str]) -> None:
+    """Write ``decoder.json`` (see :meth:`TextDecoder.to_dict`) into ``directory``."""
+    write_text_atomic(Path(directory) / DECODER_NAME, json.dumps(decoder.to_dict()) + "\n")
+
+
+def load_decoder(directory: str | os.PathLike[str], alphabet: CharAlphabet) -> TextDecoder:
+    """The ``decoder.json`` of ``directory``, or greedy decoding if there is none.
+
+    Raises:
+        ValueError: ``decoder.json`` is not valid JSON or not a decoder.
+    """
+    path = Path(directory) / DECODER_NAME
+    if not path.is_file():
+        return TextDecoder(alphabet)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    try:
+        return TextDecoder.from_dict(data, alphabet)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def load_recognizer(
