@@ -117,7 +117,7 @@ class RecognizerSection(UnitRecognizerConfig):
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(max_steps=1000, batch_size=32, lr=1e-3, warmup_steps=50)
     )
-    # -- the TTS scorer's decoding (README "The TTS scorer"; SCORER_FINDINGS.md) --
+    # -- the TTS scorer's decoding (README "The TTS scorer"; benchmarks/SCORER_FINDINGS.md) --
     # time masking while training: about mask_prob of the units hidden, in spans
     mask_prob: float = 0.0
     mask_span: int = 3
