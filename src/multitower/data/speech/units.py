@@ -30,18 +30,18 @@ frame is dropped, to match).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from multitower.data.speech.audio import read_audio
 from multitower.data.speech.features import (
@@ -52,6 +52,7 @@ from multitower.data.speech.features import (
 )
 from multitower.data.speech.kmeans import assign, kmeans
 from multitower.data.speech_config import UnitConfig
+from multitower.io import file_sha256, write_bytes_atomic, write_text_atomic
 
 _FORMAT = "multitower-speech-units"
 _FORMAT_VERSION = 2
@@ -430,7 +431,8 @@ class SpeechUnitTokenizer:
     def save(self, directory: str | Path) -> None:
         """Write ``unit_tokenizer.json`` (config) and ``unit_tokenizer.safetensors``
         (``centroids``, ``mean``, ``std``, and ``unit_logmel`` / ``speaker_mean``
-        / ``speaker_std`` when present) into ``directory``, each atomically."""
+        / ``speaker_std`` when present) into ``directory``, each atomically; the
+        config records the tensors file's SHA-256, checked by :meth:`load`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         speakers = sorted(self.speaker_stats)
@@ -447,22 +449,11 @@ class SpeechUnitTokenizer:
         if speakers:
             tensors["speaker_mean"] = torch.stack([self.speaker_stats[s][0] for s in speakers])
             tensors["speaker_std"] = torch.stack([self.speaker_stats[s][1] for s in speakers])
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + TENSORS_FILE + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, directory / TENSORS_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + CONFIG_FILE + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=2)
-            os.replace(tmp, directory / CONFIG_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        data = save_tensors(tensors)
+        write_bytes_atomic(directory / TENSORS_FILE, data)
+        # The config, written last, records the tensors' hash; load checks it.
+        meta["tensors_sha256"] = hashlib.sha256(data).hexdigest()
+        write_text_atomic(directory / CONFIG_FILE, json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, directory: str | Path) -> SpeechUnitTokenizer:
@@ -470,7 +461,7 @@ class SpeechUnitTokenizer:
 
         Raises:
             FileNotFoundError: if either file is missing.
-            ValueError: for a wrong format, unknown config fields, or tensors
+            ValueError: for a tensors file whose SHA-256 differs from the recorded one, a wrong format, unknown config fields, or tensors
                 whose shapes do not match the config (names the file and tensor).
         """
         directory = Path(directory)
@@ -491,6 +482,12 @@ class SpeechUnitTokenizer:
                 f"{config_path}: not a {_FORMAT} file of version {' or '.join(map(str, _READABLE_VERSIONS))}"
             )
         config = UnitConfig.from_dict(meta["config"])
+        recorded = meta.get("tensors_sha256")  # absent in files saved before hashes
+        if recorded is not None and file_sha256(tensors_path) != recorded:
+            raise ValueError(
+                f"{tensors_path}: SHA-256 differs from the one recorded in {config_path} "
+                "(the file was changed or corrupted after it was saved)"
+            )
         try:
             tensors = load_file(str(tensors_path))
         except Exception as err:
