@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
+import multitower
 from multitower.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "zipper_speech_text_tiny.yaml"
+SRC = Path(multitower.__file__).resolve().parents[1]  # the tree this test session imports
+
+
+def multitower_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m multitower ARGS`` in a fresh interpreter on this tree."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "multitower", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +159,46 @@ def test_bad_experiment_config_is_reported_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fractions must lie in (0, 1]" in err or "systems" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_asr_reports_conversions_and_refuses_short_silent_and_directory_inputs(tiny_run, tmp_path):
+    flac = sorted((tiny_run / "corpus" / "test").rglob("*.flac"))[0]
+    speech, rate = sf.read(flac, dtype="float32")
+    assert rate == 16000
+    sf.write(tmp_path / "ref.wav", speech, 16000)
+    # the same speech at 8 kHz, and as stereo: converted, said so, and still transcribed
+    sf.write(tmp_path / "low.wav", speech[::2], 8000)
+    sf.write(tmp_path / "stereo.wav", np.stack([speech, speech], axis=1), 16000)
+    done = multitower_cli(
+        "asr", str(tmp_path / "ref.wav"), str(tmp_path / "stereo.wav"), str(tmp_path / "low.wav"),
+        "--run-dir", str(tiny_run),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{tmp_path / 'low.wav'}: resampled 8000 Hz to 16000 Hz" in done.stderr
+    assert f"{tmp_path / 'stereo.wav'}: down-mixed 2 channels to mono" in done.stderr
+    assert "ref.wav:" not in done.stderr  # nothing to convert, nothing said
+    rows = dict(line.split("\t") for line in done.stdout.splitlines())
+    assert rows[str(tmp_path / "stereo.wav")] == rows[str(tmp_path / "ref.wav")]  # same samples
+
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    done = multitower_cli("asr", str(tmp_path / "silent.wav"), "--run-dir", str(tiny_run))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].endswith("(no speech)")
+    assert "silence, not transcribed" in done.stderr
+
+    sf.write(tmp_path / "blip.wav", speech[:1600], 16000)  # 0.1 s
+    done = multitower_cli("asr", str(tmp_path / "blip.wav"), "--run-dir", str(tiny_run))
+    assert done.returncode == 1
+    assert "0.10 s of audio is shorter than --min-seconds 0.25" in done.stderr
+
+    done = multitower_cli("asr", str(tmp_path), "--run-dir", str(tiny_run))
+    assert done.returncode == 1
+    assert f"{tmp_path}: is a directory, not an audio file" in done.stderr
+
+
+def test_tts_refuses_a_text_longer_than_the_text_tower(tiny_run, tmp_path):
+    text = " ".join(["the red bird sings"] * 80)  # far past the tiny text tower's 256
+    done = multitower_cli("tts", text, "-o", str(tmp_path / "x.wav"), "--run-dir", str(tiny_run))
+    assert done.returncode == 1
+    assert "in tower 'text', longer than its max_seq_len 256" in done.stderr
+    assert not (tmp_path / "x.wav").exists()

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from multitower.cli.speech_cmd import add_common_arguments, load_components
 from multitower.errors import UserError
@@ -21,10 +22,28 @@ from multitower.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="what to say")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output WAV path")
-    parser.add_argument("--max-new-tokens", type=int, default=400)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="most speech units to generate (default: 400, or fewer where the model's "
+        "speech tower has less room)",
+    )
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     add_common_arguments(parser)
+
+
+def speech_room(model: nn.Module, text_tokens: int) -> int:
+    """Most speech units the model's tower can hold after a ``text_tokens``-token prompt.
+
+    A Zipper's speech tower holds only the speech segment (bos, units, eos); the
+    baseline's one tower holds the text segment (bos, text, eos) too.
+    """
+    mods = model.modalities
+    tower = mods["speech"].tower
+    prompt = text_tokens + 2 if mods["text"].tower == tower else 0
+    return max(1, model.max_seq_lens[tower] - prompt - 2)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,14 +61,18 @@ def run(args: argparse.Namespace) -> int:
         ids = c.text_tokenizer.encode(text)
     except ValueError as err:
         raise UserError(str(err)) from err
-    out = generate(
-        c.model,
-        [[Segment("text", ids)]],
-        ["speech"],
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    limit = args.max_new_tokens or min(400, speech_room(c.model, len(ids)))
+    try:
+        out = generate(
+            c.model,
+            [[Segment("text", ids)]],
+            ["speech"],
+            max_new_tokens=limit,
+            temperature=args.temperature,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+    except ValueError as err:  # e.g. a text longer than the text tower takes
+        raise UserError(str(err)) from err
     units = torch.tensor(
         [u - UNIT_OFFSET for u in out[0][0].tokens if u >= UNIT_OFFSET], dtype=torch.long
     )
