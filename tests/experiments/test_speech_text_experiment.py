@@ -202,3 +202,32 @@ def test_tts_refuses_a_text_longer_than_the_text_tower(tiny_run, tmp_path):
     assert done.returncode == 1
     assert "in tower 'text', longer than its max_seq_len 256" in done.stderr
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_tts_length_is_capped_from_the_text_and_the_cap_is_reported(tiny_run, tmp_path):
+    from multitower.experiments.zipper_speech_text.speech_rate import (
+        speech_length_cap,
+        units_per_character,
+    )
+
+    rate = units_per_character(tiny_run)
+    encoded = json.loads((tiny_run / "units" / "encoded.json").read_text())["aligned"]
+    assert 0.2 < rate < 20
+    # the cap holds every real aligned utterance of the corpus it was measured on
+    from multitower.data.speech.librispeech import read_librispeech
+    from multitower.data.text import normalize_text
+
+    texts = [
+        normalize_text(u.transcript) for u in read_librispeech(tiny_run / "corpus" / "aligned")
+    ]
+    assert all(len(u) <= speech_length_cap(t, rate) for t, u in zip(texts, encoded))
+
+    cap = speech_length_cap("the red bird sings", rate)
+    done = multitower_cli(
+        "tts", "The red bird sings!", "-o", str(tmp_path / "a.wav"), "--run-dir", str(tiny_run)
+    )
+    assert done.returncode == 0, done.stderr
+    units = int(done.stdout.split("(")[1].split(" units")[0])
+    assert units <= cap < 256 - 2  # well below the speech tower's room
+    hit = f"length cap hit: the model did not end the speech itself; cut at {cap} units"
+    assert (hit in done.stdout) == (units == cap), done.stdout

@@ -5,11 +5,16 @@
 The text is normalised (lower case, punctuation dropped); characters the text
 tokenizer cannot encode are an error. Units are rendered to audio by their
 centroid log-mel frames and Griffin-Lim, written atomically.
+
+Unless --max-new-tokens is given, the speech is cut at twice the length the
+run's corpus predicts for the text (its units per character on the aligned
+pairs); the output says when that cap was hit.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -26,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens",
         type=int,
         default=None,
-        help="most speech units to generate (default: 400, or fewer where the model's "
-        "speech tower has less room)",
+        help="most speech units to generate (default: twice the corpus's units per "
+        "character times the text's characters, within the speech tower's max_seq_len)",
     )
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         ids = c.text_tokenizer.encode(text)
     except ValueError as err:
         raise UserError(str(err)) from err
-    limit = args.max_new_tokens or min(400, speech_room(c.model, len(ids)))
+    limit, why = length_limit(args, text, len(ids), c.model)
     try:
         out = generate(
             c.model,
@@ -83,4 +88,37 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = audio.numel() / c.unit_tokenizer.config.sample_rate
     print(f"wrote {args.output} ({units.numel()} units, {seconds:.2f} s) with model {c.model_name}")
+    if len(out[0][0].tokens) >= limit:
+        print(
+            f"length cap hit: the model did not end the speech itself; cut at {limit} units ({why})"
+        )
     return 0
+
+
+def length_limit(
+    args: argparse.Namespace, text: str, text_tokens: int, model: nn.Module
+) -> tuple[int, str]:
+    """The most units to generate and why: --max-new-tokens, else the cap from the text.
+
+    The cap is :func:`speech_length_cap` on the run's measured units per character,
+    never more than the speech tower's room; when the rate cannot be measured (the
+    corpus was moved) the room alone, said on stderr.
+    """
+    from multitower.experiments.zipper_speech_text.speech_rate import (
+        LENGTH_MARGIN,
+        speech_length_cap,
+        units_per_character,
+    )
+
+    room = speech_room(model, text_tokens)
+    if args.max_new_tokens is not None:
+        return args.max_new_tokens, "--max-new-tokens"
+    try:
+        rate = units_per_character(args.run_dir)
+    except (ValueError, OSError) as err:
+        print(f"multitower tts: cannot measure units per character ({err})", file=sys.stderr)
+        return room, f"the speech tower's max_seq_len leaves room for {room}"
+    cap = speech_length_cap(text, rate)
+    if cap > room:
+        return room, f"the speech tower's max_seq_len leaves room for {room}"
+    return cap, f"{LENGTH_MARGIN:g} x {rate:.2f} units per character x {len(text)} characters"

@@ -77,8 +77,7 @@ def check_lengths(
             in that tower does.
     """
     prompts = {
-        t: int(prompt_batch[t].valid.sum(1).max()) if t in prompt_batch else 0
-        for t in max_seq_lens
+        t: int(prompt_batch[t].valid.sum(1).max()) if t in prompt_batch else 0 for t in max_seq_lens
     }
     for tower, limit in max_seq_lens.items():
         if prompts[tower] > limit:
