@@ -231,3 +231,12 @@ def test_tts_length_is_capped_from_the_text_and_the_cap_is_reported(tiny_run, tm
     assert units <= cap < 256 - 2  # well below the speech tower's room
     hit = f"length cap hit: the model did not end the speech itself; cut at {cap} units"
     assert (hit in done.stdout) == (units == cap), done.stdout
+
+
+def test_run_log_holds_the_stages_and_progress_lines_of_a_quiet_run(tiny_run):
+    log = (tiny_run / "run.log").read_text()
+    assert "(stage 1 of 14) corpus: " in log
+    assert "speech corpus (stage 1 of 14): 104/104 (100%)" in log
+    assert "train pretrain_text (stage 6 of 14): 60/60 (100%) | loss " in log
+    assert "train zipper_1 (stage 12 of 14): 40/40 (100%) | loss " in log
+    assert "(stage 14 of 14) done: results in " in log

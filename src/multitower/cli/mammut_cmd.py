@@ -8,7 +8,9 @@ set: zero-shot image->text and text->image recall@1/5/10, greedy and beam
 captioning (BLEU-4, CIDEr-D) and open-ended VQA accuracy, next to chance-level
 retrieval and a question-only VQA baseline. Writes ``results.json``,
 ``results.md`` and ``plots/training.png`` / ``plots/evaluation.png`` into the
-run directory (default ``runs/<config name>``).
+run directory (default ``runs/<config name>``). Training progress (a bar on a
+terminal, a plain line every 30 s in a log file) is also appended to
+``RUN_DIR/run.log``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from multitower.experiments.mammut.run import (
     train_run,
 )
 from multitower.io import write_json_atomic, write_text_atomic
+from multitower.progress import log_line, run_log
 from multitower.train.logger import read_metrics
 
 
@@ -162,9 +165,13 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     resolved = resolve_mammut_config(args.config, args.overrides)
     run_dir: Path = args.run_dir or Path("runs") / args.config.stem
-    trained = train_run(resolved, run_dir)
-    eval_cfg = resolved.sections["eval"]
-    result = evaluate_run(trained.model, trained.components, eval_cfg, beam=not args.no_beam)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_log(run_dir / "run.log"):
+        log_line(f"mammut: training into {run_dir} ({resolved.train.max_steps} steps)")
+        trained = train_run(resolved, run_dir)
+        eval_cfg = resolved.sections["eval"]
+        log_line("mammut: evaluating (retrieval, captioning, VQA)")
+        result = evaluate_run(trained.model, trained.components, eval_cfg, beam=not args.no_beam)
     result.update(
         {
             "config": str(args.config),

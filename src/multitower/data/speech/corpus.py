@@ -35,8 +35,6 @@ import json
 import os
 import random
 import shutil
-import sys
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +47,7 @@ from multitower.data.speech.librispeech import LibriSpeechWriter, Utterance, rea
 from multitower.data.speech.phones import PhoneAlignment, read_phone_alignments
 from multitower.data.speech.synth import Synthesizer, Voice
 from multitower.data.speech_config import SpeechCorpusConfig
+from multitower.progress import Progress
 
 CORPUS_FORMAT = "multitower-speech-corpus"
 # 2: phone alignments stored with every chapter (a v1 cache has none and is rebuilt).
@@ -170,29 +169,6 @@ def plan_corpus(config: SpeechCorpusConfig) -> dict[str, list[tuple[str, int]]]:
     return plan
 
 
-class _Progress:
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.done = total, quiet, 0
-        self.start = self.last = time.monotonic()
-
-    def step(self) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if not self.quiet and (now - self.last >= 0.5 or self.done == self.total):
-            rate = self.done / max(now - self.start, 1e-9)
-            print(
-                f"\rspeech corpus: {self.done}/{self.total} utterances ({rate:.1f}/s)",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-            self.last = now
-
-    def close(self) -> None:
-        if not self.quiet and self.total:
-            print(file=sys.stderr, flush=True)
-
-
 def _read_manifest(root: Path) -> dict | None:
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
@@ -232,7 +208,7 @@ def build_speech_text_corpus(
         out_dir: corpus folder; created, reused if its manifest matches, or
             replaced if it holds a corpus built with other settings.
         config: sizes, seed and speakers (default ``SpeechCorpusConfig()``).
-        quiet: no progress line on stderr.
+        quiet: no progress on stderr (a run log still gets the plain lines).
         synthesizer: a :class:`~.synth.Synthesizer` to use (one is created and
             closed otherwise).
 
@@ -291,7 +267,12 @@ def _build_into(
     root.mkdir(parents=True)
     plan = plan_corpus(config)
     speakers = config.speakers()
-    progress = _Progress(sum(len(items) for items in plan.values()), quiet)
+    progress = Progress(
+        sum(len(items) for items in plan.values()),
+        "speech corpus",
+        unit="utterances",
+        mode="off" if quiet else "auto",
+    )
     splits: dict[str, dict] = {}
     for split in SPLITS:
         seconds = 0.0
@@ -307,7 +288,7 @@ def _build_into(
                 counters[speaker_id] = index + 1
                 writer.add(speaker_id, _CHAPTER[split], index, sentence, audio, phones=phones)
                 seconds += audio.shape[0] / config.sample_rate
-                progress.step()
+                progress.update(progress.count + 1)
         splits[split] = {"n_utterances": len(plan[split]), "seconds": round(seconds, 3)}
     progress.close()
     manifest = {

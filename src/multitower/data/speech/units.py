@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -53,6 +52,7 @@ from multitower.data.speech.features import (
 from multitower.data.speech.kmeans import assign, kmeans
 from multitower.data.speech_config import UnitConfig
 from multitower.io import file_sha256, write_bytes_atomic, write_text_atomic
+from multitower.progress import Progress, log_line
 
 _FORMAT = "multitower-speech-units"
 _FORMAT_VERSION = 2
@@ -350,6 +350,9 @@ class SpeechUnitTokenizer:
         # A few whole utterances, to measure how long units repeat.
         run_length_utts: list[torch.Tensor] = []
         start = time.monotonic()
+        progress = Progress(
+            len(audios), "speech units: features", unit="utts", mode="off" if quiet else "auto"
+        )
         for i, item in enumerate(audios):
             audio = read_audio(item, config.sample_rate) if isinstance(item, (str, Path)) else item
             speaker = None if speakers is None else str(speakers[i])
@@ -365,13 +368,8 @@ class SpeechUnitTokenizer:
             chunks.append(vectors)
             if not config.plain_logmel:
                 logmel_chunks.append(unit_logmel)
-            if not quiet and (i + 1 == len(audios) or (i + 1) % 100 == 0):
-                print(
-                    f"\rspeech units: features {i + 1}/{len(audios)} ({time.monotonic() - start:.0f} s)",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            progress.update(i + 1)
+        progress.close()
         x = torch.cat(chunks)  # (N, D)
         x_logmel = torch.cat(logmel_chunks) if logmel_chunks else None  # (N, fpu, M)
         if x.shape[0] > config.max_fit_vectors:
@@ -387,12 +385,10 @@ class SpeechUnitTokenizer:
             std = x.std(dim=0).clamp(min=1e-5)  # (D,)
         else:
             mean, std = torch.zeros(config.feature_dim), torch.ones(config.feature_dim)
-        if not quiet:
-            print(
-                f"\nspeech units: k-means k={config.codebook_size} on {x.shape[0]} vectors of dim {config.feature_dim}",
-                file=sys.stderr,
-                flush=True,
-            )
+        log_line(
+            f"speech units: k-means k={config.codebook_size} on {x.shape[0]} vectors of dim {config.feature_dim}",
+            stderr=not quiet,
+        )
         result = kmeans(
             (x - mean) / std, config.codebook_size, n_iter=config.kmeans_iters, seed=config.seed
         )
@@ -419,12 +415,10 @@ class SpeechUnitTokenizer:
             for v in run_length_utts
         ]
         tok.mean_run_length = float(torch.cat(runs).float().mean())
-        if not quiet:
-            print(
-                f"speech units: done in {time.monotonic() - start:.0f} s, inertia/vector {result.inertia / x.shape[0]:.2f}, mean run length {tok.mean_run_length:.2f}",
-                file=sys.stderr,
-                flush=True,
-            )
+        log_line(
+            f"speech units: done in {time.monotonic() - start:.0f} s, inertia/vector {result.inertia / x.shape[0]:.2f}, mean run length {tok.mean_run_length:.2f}",
+            stderr=not quiet,
+        )
         return tok
 
     # -- persistence -------------------------------------------------------------------
