@@ -57,17 +57,21 @@ def format_duration(seconds: float) -> str:
 
 @contextmanager
 def run_log(path: str | Path) -> Iterator[Path]:
-    """Append every progress line and :func:`log_line` to ``path`` while active."""
-    global _run_log
+    """Append every progress line and :func:`log_line` to ``path`` while active.
+
+    The stage counter installed meanwhile (:func:`set_stage_counter`) is removed on
+    exit, so it does not outlive the run.
+    """
+    global _run_log, _stage_counter
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    previous = _run_log
+    previous, counter = _run_log, _stage_counter
     with open(path, "a", encoding="utf-8") as f:
         _run_log = f
         try:
             yield path
         finally:
-            _run_log = previous
+            _run_log, _stage_counter = previous, counter
 
 
 def set_stage_counter(counter: Callable[[], tuple[int, int] | None] | None) -> None:
