@@ -12,6 +12,7 @@ read back, so flipped bytes are an error instead of a silently different model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,11 +38,28 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def temporary_file(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """An open temporary file beside ``path``, to be renamed over it: ``(fd, name)``.
+
+    ``tempfile.mkstemp`` creates files readable by their owner only (0600); the
+    file is given the mode ``open()`` would give a new file (0666 less the umask,
+    0644 under the usual umask 022), so results, configs and audio can be shared.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(AttributeError, OSError):  # no fchmod (Windows): mkstemp's mode
+        os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsynced temporary file and ``os.replace``."""
+    """Write ``data`` to ``path`` through a fsynced temporary file and ``os.replace``
+    (mode as for a new file, see :func:`temporary_file`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +30,7 @@ import soxr
 import torch
 
 from multitower.data.errors import BadRecordError
+from multitower.io import temporary_file
 
 _FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
@@ -228,7 +228,7 @@ def write_audio(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate:
         raise ValueError(f"{path}: sample_rate must be positive, got {sample_rate}")
     data = np.clip(data.astype(np.float32), -1.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    fd, tmp = temporary_file(path)  # mode 0644 under umask 022, not mkstemp's 0600
     os.close(fd)
     try:
         sf.write(tmp, data, sample_rate, format=fmt, subtype="PCM_16")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from multitower.data.errors import BadRecordError
 from multitower.data.speech.audio import write_audio
 from multitower.data.speech.phones import PhoneAlignment, phone_file_path, write_phone_file
 from multitower.data.text import normalize_text
+from multitower.io import temporary_file
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 _UTT_ID = re.compile(r"(\d+)-(\d+)-(\d+)")
@@ -72,7 +72,7 @@ def utterance_id(speaker: int, chapter: int, index: int) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    fd, tmp = temporary_file(path)  # mode 0644 under umask 022, not mkstemp's 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
