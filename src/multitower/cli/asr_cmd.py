@@ -6,6 +6,8 @@ Audio at another sample rate is resampled (soxr) and multi-channel audio is
 down-mixed to mono; each conversion is reported on stderr. A file shorter than
 --min-seconds, unreadable or empty is an error (checked for every file before any
 is transcribed); a silent file prints "(no speech)" instead of a transcript.
+
+Prints one line per file, ``path<TAB>transcript``, for one file as for several.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from multitower.cli.common import add_threads_argument, set_threads
 from multitower.cli.speech_cmd import add_common_arguments, load_components
 from multitower.errors import UserError
 
@@ -41,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shorter audio is refused as too short to hold a word (default: %(default)s)",
     )
     add_common_arguments(parser)
+    add_threads_argument(parser)
 
 
 def rms_dbfs(audio: torch.Tensor) -> float:
@@ -50,6 +54,7 @@ def rms_dbfs(audio: torch.Tensor) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     from multitower.data.errors import BadRecordError
     from multitower.data.speech.audio import load_audio
     from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
@@ -92,5 +97,5 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as err:  # e.g. audio longer than the speech tower takes
                 raise UserError(f"{path}: {err}") from err
             text = c.text_tokenizer.decode(out[0][0].tokens)
-        print(f"{path}\t{text}" if len(args.audio) > 1 else text)
+        print(f"{path}\t{text}")
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from multitower.cli.common import add_threads_argument, set_threads
 from multitower.cli.speech_cmd import add_common_arguments, load_components
 from multitower.errors import UserError
 
@@ -34,9 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most speech units to generate (default: twice the corpus's units per "
         "character times the text's characters, within the speech tower's max_seq_len)",
     )
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     add_common_arguments(parser)
+    add_threads_argument(parser)
 
 
 def speech_room(model: nn.Module, text_tokens: int) -> int:
@@ -52,6 +56,7 @@ def speech_room(model: nn.Module, text_tokens: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     from multitower.data.speech.resynth import units_to_wav
     from multitower.data.text import normalize_text
     from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
