@@ -43,7 +43,7 @@ def log_interval() -> float:
 
 LOG_INTERVAL_S = log_interval()  # between two plain progress lines
 
-_run_log: TextIO | None = None
+_run_log: _LazyLog | None = None
 _stage_counter: Callable[[], tuple[int, int] | None] | None = None
 
 
@@ -55,23 +55,42 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+class _LazyLog:
+    """A log file opened (and its folder created) on the first line written, so a
+    command that refuses its config before any work leaves no run directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+
+    def write(self, line: str) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+        self._file.write(line)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 @contextmanager
 def run_log(path: str | Path) -> Iterator[Path]:
     """Append every progress line and :func:`log_line` to ``path`` while active.
 
-    The stage counter installed meanwhile (:func:`set_stage_counter`) is removed on
-    exit, so it does not outlive the run.
+    The file is created on the first line. The stage counter installed meanwhile
+    (:func:`set_stage_counter`) is removed on exit, so it does not outlive the run.
     """
     global _run_log, _stage_counter
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     previous, counter = _run_log, _stage_counter
-    with open(path, "a", encoding="utf-8") as f:
-        _run_log = f
-        try:
-            yield path
-        finally:
-            _run_log, _stage_counter = previous, counter
+    _run_log = _LazyLog(path)
+    try:
+        yield path
+    finally:
+        _run_log.close()
+        _run_log, _stage_counter = previous, counter
 
 
 def set_stage_counter(counter: Callable[[], tuple[int, int] | None] | None) -> None:
@@ -94,7 +113,6 @@ def log_line(message: str, *, stderr: bool = True, stream: TextIO | None = None)
         print(line, file=stream if stream is not None else sys.stderr, flush=True)
     if _run_log is not None:
         _run_log.write(line + "\n")
-        _run_log.flush()
 
 
 class Progress:

@@ -165,9 +165,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     resolved = resolve_mammut_config(args.config, args.overrides)
     run_dir: Path = args.run_dir or Path("runs") / args.config.stem
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_log(run_dir / "run.log"):
-        log_line(f"mammut: training into {run_dir} ({resolved.train.max_steps} steps)")
+    with run_log(run_dir / "run.log"):  # created on its first line: after the checks
         trained = train_run(resolved, run_dir)
         eval_cfg = resolved.sections["eval"]
         log_line("mammut: evaluating (retrieval, captioning, VQA)")
