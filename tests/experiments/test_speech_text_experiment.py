@@ -241,3 +241,17 @@ def test_run_log_holds_the_stages_and_progress_lines_of_a_quiet_run(tiny_run):
     assert "train pretrain_text (stage 6 of 14): 60/60 (100%) | loss " in log
     assert "train zipper_1 (stage 12 of 14): 40/40 (100%) | loss " in log
     assert "(stage 14 of 14) done: results in " in log
+
+
+def test_plot_on_an_experiment_directory_plots_every_stage(tiny_run, tmp_path):
+    done = multitower_cli("plot", str(tiny_run), "--out", str(tmp_path / "plots"))
+    assert done.returncode == 0, done.stderr
+    stages = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert stages == sorted(
+        ["pretrain_text", "pretrain_speech", "recognizer"]
+        + [f"finetune_{r}" for r in ("zipper_0.5", "baseline_0.5", "zipper_1")]
+        + [f"finetune_{r}" for r in ("zipper_frozen_text_1", "baseline_1")]
+    )
+    png = tmp_path / "plots" / "finetune_zipper_1" / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(png) in done.stdout.splitlines()

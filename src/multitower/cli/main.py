@@ -49,6 +49,15 @@ SUMMARIES: dict[str, str] = {
 }
 
 
+# What to do after Ctrl-C, for the commands that can continue where they stopped.
+RESUME_HINTS: dict[str, str] = {
+    "run": "run the same command again to resume: finished stages are skipped, a "
+    "training stage continues from its last checkpoint and the corpus from its last "
+    "finished shard",
+    "train": "run the same command with --resume to continue from the last checkpoint",
+}
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the module docstrings' layout and appends ``(default: X)`` to every
     option with a help text and a default other than None/False."""
@@ -110,5 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"multitower {top.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"multitower {top.command}: interrupted", file=sys.stderr)
+        hint = RESUME_HINTS.get(top.command)
+        print(
+            f"multitower {top.command}: interrupted" + (f"; {hint}" if hint else ""),
+            file=sys.stderr,
+        )
         return 130

@@ -156,6 +156,37 @@ class LibriSpeechWriter:
             id=utt, path=path, transcript=text, speaker=str(speaker), chapter=str(chapter)
         )
 
+    def add_written(
+        self,
+        speaker: int,
+        chapter: int,
+        index: int,
+        transcript: str,
+        *,
+        phones: PhoneAlignment | None = None,
+    ) -> Path:
+        """Remember an utterance whose audio an earlier, interrupted writer already wrote.
+
+        Returns:
+            The audio path.
+
+        Raises:
+            FileNotFoundError: the audio file is not there.
+            ValueError: a duplicate id or an empty transcript.
+        """
+        utt = utterance_id(speaker, chapter, index)
+        path = self.split_dir / str(speaker) / str(chapter) / f"{utt}.{self.audio_format}"
+        if not path.is_file():
+            raise FileNotFoundError(f"utterance {utt}: no audio file {path} to resume from")
+        text = normalize_text(transcript)
+        if utt in self._ids or not text:
+            raise ValueError(f"utterance {utt}: duplicate id or empty transcript {transcript!r}")
+        if phones is not None:
+            self._phones.setdefault((speaker, chapter), {})[utt] = phones
+        self._ids.add(utt)
+        self._transcripts.setdefault((speaker, chapter), []).append((utt, text))
+        return path
+
     def close(self) -> None:
         """Write every ``<speaker>-<chapter>.trans.txt`` (upper case, sorted by id)
         and ``<speaker>-<chapter>.phones.json``."""
