@@ -66,11 +66,11 @@ def results_markdown(result: dict[str, Any]) -> str:
         chance = " / ".join(_pct(b[f"chance_{direction}_r{k}"]) for k in (1, 5, 10))
         lines.append(f"| retrieval {name} | R@1 / R@5 / R@10 (%) | {ours} | {chance} (chance) |")
     lines.append(
-        f"| captioning, greedy | BLEU-4 / CIDEr | {m['greedy_bleu4']:.3f} / {m['greedy_cider']:.3f} | |"
+        f"| captioning, greedy | BLEU-4 / CIDEr-D | {m['greedy_bleu4']:.3f} / {m['greedy_cider']:.3f} | |"
     )
     if "beam_bleu4" in m:
         lines.append(
-            f"| captioning, beam {result['beam_size']} | BLEU-4 / CIDEr | "
+            f"| captioning, beam {result['beam_size']} | BLEU-4 / CIDEr-D | "
             f"{m['beam_bleu4']:.3f} / {m['beam_cider']:.3f} | |"
         )
     if "vqa_accuracy" in m:
