@@ -85,3 +85,9 @@ def test_caption_on_a_speech_text_run_says_what_it_is(tmp_path) -> None:
     assert "is a 'zipper_speech_text' experiment run (multitower run), not a MaMMUT run" in (
         done.stderr
     )
+
+
+def test_tts_output_that_is_a_directory_is_refused_before_loading(tmp_path) -> None:
+    done = multitower_cli("tts", "hello", "-o", str(tmp_path), "--run-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert f"-o {tmp_path} is a directory; give the path of a .wav file" in done.stderr

@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from multitower.generation import generate
     from multitower.interleave import Segment
 
+    if args.output.is_dir():
+        raise UserError(f"-o {args.output} is a directory; give the path of a .wav file")
     c = load_components(args.run_dir, args.model)
     text = normalize_text(args.text)
     if not text:
