@@ -138,9 +138,20 @@ def test_yaml_floats_and_overrides(tmp_path) -> None:
     assert "model.d_model is 8, not a section" in info.value.problems[1]
 
 
+def test_only_true_and_false_are_booleans() -> None:
+    text = "a: off\nb: on\nc: yes\nd: no\ne: true\nf: False\ng: TRUE\nh: 'off'"
+    assert parse_yaml(text, source="s") == {
+        "a": "off", "b": "on", "c": "yes", "d": "no", "e": True, "f": False, "g": True, "h": "off",
+    }  # fmt: skip
+    config = apply_overrides({}, ["train.progress=off"])
+    assert build_dataclass(TrainConfig, config["train"], "train").progress == "off"
+
+
 def test_load_errors_are_config_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=f"config file {tmp_path} is a directory"):
+        load_config(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1,\n")
     with pytest.raises(ConfigError, match="invalid YAML"):

@@ -8,7 +8,9 @@ A run config is a YAML mapping of sections::
 
 Overrides on the command line use dotted keys and YAML scalars
 (``train.lr=3e-4``, ``model.norm=layer``, ``train.fusion_lr=null``). Numbers like
-``1e-3`` are floats (YAML 1.2), not the strings PyYAML's YAML 1.1 would make.
+``1e-3`` are floats (YAML 1.2), not the strings PyYAML's YAML 1.1 would make, and
+only ``true``/``false`` are booleans (YAML 1.2): ``on``, ``off``, ``yes`` and ``no``
+stay strings, so ``train.progress=off`` is the mode ``"off"``, not ``False``.
 
 :func:`build_dataclass` converts a mapping into a (nested) frozen dataclass and
 reports every problem at once: an unknown key (with its path and the allowed
@@ -53,13 +55,19 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-3`` as a float (YAML 1.2), not a string."""
+    """SafeLoader with YAML 1.2 scalars: ``1e-3`` is a float, only true/false are booleans."""
 
 
-# Copy the resolver lists before adding one, so yaml.SafeLoader itself is unchanged.
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+# Copy the resolver lists before changing them, so yaml.SafeLoader itself is unchanged;
+# YAML 1.1's yes/no/on/off booleans are dropped.
 _Loader.yaml_implicit_resolvers = {
-    key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    key: [(tag, regexp) for tag, regexp in value if tag != _BOOL_TAG]
+    for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_Loader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -79,9 +87,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path`` (an empty file is an empty mapping).
 
     Raises:
-        ConfigError: the file is missing, unreadable YAML, or not a mapping.
+        ConfigError: the file is missing or a directory, unreadable YAML, or not a mapping.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give the path of a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     data = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -56,7 +57,12 @@ def test_train_and_evaluate_writes_results(trained):
     assert "question_prior_vqa_accuracy" in result["baselines"]
     by_type = result["vqa_by_question"].values()
     assert sum(v["questions"] for v in by_type) == metrics["vqa_questions"]
-    assert "| retrieval image -> text |" in (run_dir / "results.md").read_text()
+    table = (run_dir / "results.md").read_text()
+    assert "| retrieval image -> text |" in table
+    # the metric is CIDEr-D, and the table calls it so, as the README does
+    assert "| captioning, greedy | BLEU-4 / CIDEr-D |" in table
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "| captioning, greedy | BLEU-4 / CIDEr-D |" in readme
     for name in ("training.png", "evaluation.png"):
         assert (run_dir / "plots" / name).stat().st_size > 1000
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -14,6 +14,7 @@ from multitower.data.errors import BadRecordError
 from multitower.data.speech.audio import (
     _sinc_kernel,
     audio_info,
+    load_audio,
     read_audio,
     resample,
     write_audio,
@@ -114,6 +115,21 @@ def test_read_resamples_and_mixes_to_mono(tmp_path: Path) -> None:
     assert y.shape == (16000,)
     assert abs(_peak_frequency(y.double(), 16000) - 500.0) <= 1.0
     assert abs(float(y.abs().max()) - 0.25) < 0.01  # mean of the two channels
+
+
+def test_load_audio_says_what_it_converted(tmp_path: Path) -> None:
+    tone = 0.5 * _sine(440.0, 8000).numpy()  # one second at 8 kHz
+    sf.write(tmp_path / "low.wav", np.stack([tone, tone], axis=1), 8000)
+    loaded = load_audio(tmp_path / "low.wav", 16000)
+    assert loaded.conversions == ["down-mixed 2 channels to mono", "resampled 8000 Hz to 16000 Hz"]
+    assert loaded.audio.shape == (16000,) and loaded.seconds == 1.0
+    assert abs(_peak_frequency(loaded.audio.double(), 16000) - 440.0) <= 1.0
+    sf.write(tmp_path / "plain.wav", tone, 8000)
+    assert load_audio(tmp_path / "plain.wav", 8000).conversions == []
+    with pytest.raises(BadRecordError, match="is a directory, not an audio file"):
+        load_audio(tmp_path)
+    with pytest.raises(BadRecordError, match="is a directory, not an audio file"):
+        audio_info(tmp_path)
 
 
 def test_write_wav_checks(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from multitower.data.errors import BadRecordError
+from multitower.data.speech import corpus as corpus_module
 from multitower.data.speech.audio import read_audio
 from multitower.data.speech.corpus import (
     SPLITS,
@@ -211,8 +212,10 @@ def test_empty_split_and_damaged_cache(tmp_path: Path, synth: Synthesizer) -> No
 class _CrashingSynth:
     """Stands in for the synthesiser and fails part-way through a build."""
 
-    def __init__(self, real: Synthesizer, fail_after: int) -> None:
-        self.real, self.fail_after, self.calls = real, fail_after, 0
+    def __init__(
+        self, real: Synthesizer, fail_after: int, error: type[BaseException] = RuntimeError
+    ) -> None:
+        self.real, self.fail_after, self.calls, self.error = real, fail_after, 0, error
 
     @property
     def espeak_version(self) -> str:
@@ -223,7 +226,7 @@ class _CrashingSynth:
     ) -> tuple[torch.Tensor, PhoneAlignment]:
         self.calls += 1
         if self.calls > self.fail_after:
-            raise RuntimeError("simulated crash")
+            raise self.error("simulated crash")
         return self.real.synthesize_with_phones(text, voice)
 
 
@@ -233,7 +236,8 @@ def test_crash_mid_build_leaves_no_corpus(tmp_path: Path, synth: Synthesizer) ->
         build_speech_text_corpus(
             out, TINY, quiet=True, synthesizer=_CrashingSynth(synth, fail_after=5)
         )
-    assert list(tmp_path.iterdir()) == []
+    # only the hidden partial build, kept to resume from; nothing that looks finished
+    assert [p.name.startswith(".c.building-") for p in tmp_path.iterdir()] == [True]
     # An existing good corpus survives a failed rebuild with other settings.
     build_speech_text_corpus(out, TINY, quiet=True, synthesizer=synth)
     before = _audio_digest(out)
@@ -244,7 +248,36 @@ def test_crash_mid_build_leaves_no_corpus(tmp_path: Path, synth: Synthesizer) ->
         )
     assert _audio_digest(out) == before
     assert build_speech_text_corpus(out, TINY, quiet=True, synthesizer=synth).reused
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["c"]
+
+
+def _all_files_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_interrupted_build_resumes_from_its_finished_shards(
+    tmp_path: Path, synth: Synthesizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(corpus_module, "SHARD_SIZE", 2)
+    build_speech_text_corpus(tmp_path / "fresh", TINY, quiet=True, synthesizer=synth)
+    out = tmp_path / "resumed" / "c"
+    # Ctrl-C at the 8th utterance: the 3 shards of unaligned (6) are done, aligned's first is not
+    with pytest.raises(KeyboardInterrupt):
+        build_speech_text_corpus(
+            out, TINY, quiet=True, synthesizer=_CrashingSynth(synth, 7, KeyboardInterrupt)
+        )
+    assert not out.exists()
+    counting = _CrashingSynth(synth, fail_after=10**6)
+    corpus = build_speech_text_corpus(out, TINY, quiet=True, synthesizer=counting)
+    assert counting.calls == 13 - 6  # only what was not recorded is synthesised again
+    assert not corpus.reused and corpus.phones("aligned")
+    # the same bytes as an uninterrupted build: audio, transcripts, phones, manifest
+    assert _all_files_digest(out) == _all_files_digest(tmp_path / "fresh")
+    assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["c"]
 
 
 def test_refuses_to_overwrite_a_foreign_folder(tmp_path: Path, synth: Synthesizer) -> None:

@@ -244,6 +244,11 @@ def test_load_rejects_wrong_shapes_and_fields(
         {"centroids": torch.zeros(32, 99), "mean": tokenizer.mean, "std": tokenizer.std},
         str(d / "unit_tokenizer.safetensors"),
     )
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        SpeechUnitTokenizer.load(d)  # the config recorded the hash of the saved tensors
+    meta = json.loads((d / "unit_tokenizer.json").read_text())
+    del meta["tensors_sha256"]  # as in a file saved before hashes: the shapes are still checked
+    (d / "unit_tokenizer.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"centroids has shape \(32, 99\), expected \(32, 320\)"):
         SpeechUnitTokenizer.load(d)
     tokenizer.save(d)
@@ -263,6 +268,16 @@ def test_load_rejects_wrong_shapes_and_fields(
         SpeechUnitTokenizer.load(d)
     with pytest.raises(FileNotFoundError):
         SpeechUnitTokenizer.load(tmp_path / "nothing")
+
+
+def test_flipped_tensor_bytes_are_detected(tmp_path: Path, tokenizer: SpeechUnitTokenizer) -> None:
+    tokenizer.save(tmp_path / "units")
+    path = tmp_path / "units" / "unit_tokenizer.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # inside the last tensor's data: still a readable safetensors file
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        SpeechUnitTokenizer.load(tmp_path / "units")
 
 
 def test_unit_config_validation() -> None:

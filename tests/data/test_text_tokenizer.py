@@ -99,6 +99,20 @@ def test_save_load_round_trip(bpe: TextTokenizer, sentences: list[str], tmp_path
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["tok.json"]  # no temp file left
 
 
+def test_changed_vocabulary_is_detected(bpe: TextTokenizer, tmp_path: Path) -> None:
+    bpe.save(tmp_path / "tok.json")
+    payload = json.loads((tmp_path / "tok.json").read_text())
+    vocab = payload["tokenizer"]["model"]["vocab"]
+    a, b = list(vocab)[10:12]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # two ids swapped: still a valid tokenizer
+    (tmp_path / "tok.json").write_text(json.dumps(payload, indent=2))  # other formatting is fine
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        TextTokenizer.load(tmp_path / "tok.json")
+    del payload["sha256"]  # a file saved before hashes loads unchecked
+    (tmp_path / "tok.json").write_text(json.dumps(payload))
+    assert TextTokenizer.load(tmp_path / "tok.json").vocab_size == bpe.vocab_size
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         TextTokenizer.load(tmp_path / "none.json")

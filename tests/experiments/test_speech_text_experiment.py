@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
+import multitower
 from multitower.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "zipper_speech_text_tiny.yaml"
+SRC = Path(multitower.__file__).resolve().parents[1]  # the tree this test session imports
+
+
+def multitower_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m multitower ARGS`` in a fresh interpreter on this tree."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "multitower", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +200,99 @@ def test_scorer_corpus_adds_pairs_without_test_or_held_out_sentences(tmp_path):
     assert not {t for _, t in pairs} & test_texts
     assert all(u and min(u) >= 3 for u, _ in pairs)
     assert exp.scorer_corpus(tok, test_texts) == pairs  # cached
+
+
+def test_asr_reports_conversions_and_refuses_short_silent_and_directory_inputs(tiny_run, tmp_path):
+    flac = sorted((tiny_run / "corpus" / "test").rglob("*.flac"))[0]
+    speech, rate = sf.read(flac, dtype="float32")
+    assert rate == 16000
+    sf.write(tmp_path / "ref.wav", speech, 16000)
+    # the same speech at 8 kHz, and as stereo: converted, said so, and still transcribed
+    sf.write(tmp_path / "low.wav", speech[::2], 8000)
+    sf.write(tmp_path / "stereo.wav", np.stack([speech, speech], axis=1), 16000)
+    done = multitower_cli(
+        "asr", str(tmp_path / "ref.wav"), str(tmp_path / "stereo.wav"), str(tmp_path / "low.wav"),
+        "--run-dir", str(tiny_run),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{tmp_path / 'low.wav'}: resampled 8000 Hz to 16000 Hz" in done.stderr
+    assert f"{tmp_path / 'stereo.wav'}: down-mixed 2 channels to mono" in done.stderr
+    assert "ref.wav:" not in done.stderr  # nothing to convert, nothing said
+    rows = dict(line.split("\t") for line in done.stdout.splitlines())
+    assert rows[str(tmp_path / "stereo.wav")] == rows[str(tmp_path / "ref.wav")]  # same samples
+
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    done = multitower_cli("asr", str(tmp_path / "silent.wav"), "--run-dir", str(tiny_run))
+    assert done.returncode == 0, done.stderr
+    # one file prints path<TAB>text too, as several do
+    assert done.stdout.splitlines() == [f"{tmp_path / 'silent.wav'}\t(no speech)"]
+    assert "silence, not transcribed" in done.stderr
+
+    sf.write(tmp_path / "blip.wav", speech[:1600], 16000)  # 0.1 s
+    done = multitower_cli("asr", str(tmp_path / "blip.wav"), "--run-dir", str(tiny_run))
+    assert done.returncode == 1
+    assert "0.10 s of audio is shorter than --min-seconds 0.25" in done.stderr
+
+    done = multitower_cli("asr", str(tmp_path), "--run-dir", str(tiny_run))
+    assert done.returncode == 1
+    assert f"{tmp_path}: is a directory, not an audio file" in done.stderr
+
+
+def test_tts_refuses_a_text_longer_than_the_text_tower(tiny_run, tmp_path):
+    text = " ".join(["the red bird sings"] * 80)  # far past the tiny text tower's 256
+    done = multitower_cli("tts", text, "-o", str(tmp_path / "x.wav"), "--run-dir", str(tiny_run))
+    assert done.returncode == 1
+    assert "in tower 'text', longer than its max_seq_len 256" in done.stderr
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_tts_length_is_capped_from_the_text_and_the_cap_is_reported(tiny_run, tmp_path):
+    from multitower.experiments.zipper_speech_text.speech_rate import (
+        speech_length_cap,
+        units_per_character,
+    )
+
+    rate = units_per_character(tiny_run)
+    encoded = json.loads((tiny_run / "units" / "encoded.json").read_text())["aligned"]
+    assert 0.2 < rate < 20
+    # the cap holds every real aligned utterance of the corpus it was measured on
+    from multitower.data.speech.librispeech import read_librispeech
+    from multitower.data.text import normalize_text
+
+    texts = [
+        normalize_text(u.transcript) for u in read_librispeech(tiny_run / "corpus" / "aligned")
+    ]
+    assert all(len(u) <= speech_length_cap(t, rate) for t, u in zip(texts, encoded))
+
+    cap = speech_length_cap("the red bird sings", rate)
+    done = multitower_cli(
+        "tts", "The red bird sings!", "-o", str(tmp_path / "a.wav"), "--run-dir", str(tiny_run)
+    )
+    assert done.returncode == 0, done.stderr
+    units = int(done.stdout.split("(")[1].split(" units")[0])
+    assert units <= cap < 256 - 2  # well below the speech tower's room
+    hit = f"length cap hit: the model did not end the speech itself; cut at {cap} units"
+    assert (hit in done.stdout) == (units == cap), done.stdout
+
+
+def test_run_log_holds_the_stages_and_progress_lines_of_a_quiet_run(tiny_run):
+    log = (tiny_run / "run.log").read_text()
+    assert "(stage 1 of 14) corpus: " in log
+    assert "speech corpus (stage 1 of 14): 104/104 (100%)" in log
+    assert "train pretrain_text (stage 6 of 14): 60/60 (100%) | loss " in log
+    assert "train zipper_1 (stage 12 of 14): 40/40 (100%) | loss " in log
+    assert "(stage 14 of 14) done: results in " in log
+
+
+def test_plot_on_an_experiment_directory_plots_every_stage(tiny_run, tmp_path):
+    done = multitower_cli("plot", str(tiny_run), "--out", str(tmp_path / "plots"))
+    assert done.returncode == 0, done.stderr
+    stages = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert stages == sorted(
+        ["pretrain_text", "pretrain_speech", "recognizer"]
+        + [f"finetune_{r}" for r in ("zipper_0.5", "baseline_0.5", "zipper_1")]
+        + [f"finetune_{r}" for r in ("zipper_frozen_text_1", "baseline_1")]
+    )
+    png = tmp_path / "plots" / "finetune_zipper_1" / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(png) in done.stdout.splitlines()

@@ -31,6 +31,10 @@ class EosWhenDivisible(nn.Module):
     def modalities(self):
         return self.model.modalities
 
+    @property
+    def max_seq_lens(self):
+        return self.model.max_seq_lens
+
     def setup_caches(self, batch, max_len):
         self.model.setup_caches(batch, max_len)
 
@@ -137,6 +141,25 @@ def test_baseline_only_emits_the_requested_modality_ids():
     out = generate(model, PROMPTS["tts"][0], ["speech"], max_new_tokens=12)
     for ex in out:
         assert all(3 <= t < 30 for t in ex[0].tokens)
+
+
+def test_prompts_longer_than_a_towers_max_seq_len_are_refused():
+    short = DecoderConfig(vocab_size=40, d_model=32, num_layers=2, num_heads=4, max_seq_len=16)
+    model = Zipper(ZipperConfig({"text": short, "speech": SPEECH})).eval()
+    long_text = [[Segment("text", [5] * 20)]]  # 22 tokens with bos/eos
+    with pytest.raises(
+        ValueError, match=r"22 tokens long in tower 'text', longer than its max_seq_len 16"
+    ):
+        generate(model, long_text, ["speech"], max_new_tokens=4)
+    # the prompt fits, but not with the room its own tower's output needs
+    with pytest.raises(ValueError, match=r"tower 'text' takes at most max_seq_len 16 .* need 19"):
+        generate(model, [[Segment("text", [5] * 5)]], ["text"], max_new_tokens=10)
+    # the other tower's output counts against that tower only: 7 + 2 + 7 <= 16
+    out = generate(model, [[Segment("speech", [5] * 5)]], ["text"], max_new_tokens=7)
+    assert len(out[0][0].tokens) <= 7
+    joint = expand_vocabulary(DecoderTower(short), "text", {"speech": 30}).eval()
+    with pytest.raises(ValueError, match=r"in tower 'joint', longer than its max_seq_len 16"):
+        generate(joint, long_text, ["speech"], max_new_tokens=4)
 
 
 def test_sample_next_token_filters():

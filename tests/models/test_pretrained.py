@@ -69,6 +69,20 @@ def test_weights_that_do_not_match_the_config_are_listed(tmp_path):
     assert "unexpected key 'blocks.1.attn.q_proj.weight'" in msg
 
 
+def test_flipped_bytes_in_the_weights_are_detected(tmp_path):
+    save_pretrained(DecoderTower(TEXT), tmp_path / "tower")
+    manifest = json.loads((tmp_path / "tower" / "hashes.json").read_text())
+    assert list(manifest["sha256"]) == ["model.safetensors"]
+    path = tmp_path / "tower" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # one bit of the last tensor's data: the file still parses
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.safetensors: SHA-256 .* differs"):
+        load_pretrained(tmp_path / "tower")
+    (tmp_path / "tower" / "hashes.json").unlink()  # saved before manifests: loads unchecked
+    load_pretrained(tmp_path / "tower")
+
+
 def test_unknown_config_key_and_missing_files(tmp_path):
     save_pretrained(DecoderTower(TEXT), tmp_path / "tower")
     cfg = json.loads((tmp_path / "tower" / "config.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,35 @@ def test_a_config_json_with_a_bad_field_names_the_field(tmp_path):
     _edit_config(tmp_path / "zipper", towers=towers)
     with pytest.raises(ConfigError, match=r"Zipper: towers\.speech\.d_model: missing required key"):
         load_pretrained(tmp_path / "zipper")
+
+
+def _int_paths(node: dict, prefix: tuple = ()) -> list[tuple]:
+    """Key paths of every int in a nested config dict."""
+    paths = []
+    for key, value in node.items():
+        if isinstance(value, dict):
+            paths += _int_paths(value, (*prefix, key))
+        elif type(value) is int:
+            paths.append((*prefix, key))
+    return paths
+
+
+@pytest.mark.parametrize("model_type", sorted(BUILDERS))
+def test_every_int_field_given_as_a_string_is_named(tmp_path, model_type):
+    save_pretrained(BUILDERS[model_type](), tmp_path / "m")
+    text = (tmp_path / "m" / "config.json").read_text()
+    paths = _int_paths(json.loads(text))
+    assert len(paths) >= 3, model_type
+    for path in paths:  # e.g. d_model: "128", towers.speech.num_heads: "2"
+        cfg = json.loads(text)
+        node = cfg
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = str(node[path[-1]])
+        (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+        dotted = re.escape(".".join(path))
+        with pytest.raises(ConfigError, match=rf"{model_type}: {dotted}: expected int, got '"):
+            load_pretrained(tmp_path / "m")
 
 
 def test_invalid_values_are_reported_with_the_config_checks_message(tmp_path):

@@ -253,24 +253,48 @@ def test_move_to_device_recurses_through_containers() -> None:
     assert moved["obj"].t.is_meta and moved["s"] == "keep"
 
 
-def test_progress_bar_modes() -> None:
+def test_progress_bar_modes(tmp_path) -> None:
     import io
 
+    from multitower.progress import run_log, set_stage_counter
     from multitower.train.progress import ProgressBar
 
-    stream = io.StringIO()  # not a terminal
-    bar = ProgressBar(10, mode="auto", stream=stream)
+    stream = io.StringIO()  # not a terminal: plain lines, one per interval and one at the end
+    bar = ProgressBar(10, mode="auto", stream=stream, desc="train toy", interval=0.0)
     bar.update(5)
     bar.set_metrics(1.5, 1000.0)
+    bar.update(6)
     bar.close()
-    assert stream.getvalue() == ""  # quiet when not a TTY
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and "\r" not in stream.getvalue()
+    assert "] train toy: 5/10 (50%) | " in lines[0] and "ETA" in lines[0]
+    assert "train toy: 6/10 (60%) | loss 1.5000 | 1,000 tok/s | " in lines[1]
+    assert "steps/s | ETA " in lines[1]
 
-    bar = ProgressBar(10, initial=2, mode="on", stream=stream, min_interval=0.0)
+    stream = io.StringIO()
+    bar = ProgressBar(10, mode="off", stream=stream, interval=0.0)
+    bar.update(3)
+    bar.close()
+    assert stream.getvalue() == ""
+
+    bar = ProgressBar(10, initial=2, mode="on", stream=stream)  # tqdm, even off a terminal
     bar.set_metrics(1.25, 2000.0)
     bar.update(6)
     bar.close()
     last = stream.getvalue().strip().split("\r")[-1]
-    assert "6/10" in last and "loss 1.2500" in last and "2,000 tok/s" in last and "ETA" in last
+    assert "6/10" in last and "loss 1.2500" in last and "2,000 tok/s" in last
+
+    # a run log gets the plain lines in every mode, with the stage's place in the run
+    set_stage_counter(lambda: (3, 14))
+    try:
+        with run_log(tmp_path / "run.log"):
+            bar = ProgressBar(4, mode="off", stream=io.StringIO(), desc="train x", interval=0.0)
+            bar.update(4)
+            bar.close()
+    finally:
+        set_stage_counter(None)
+    text = (tmp_path / "run.log").read_text()
+    assert "train x (stage 3 of 14): 4/4 (100%)" in text and len(text.splitlines()) == 2
 
 
 def test_batch_plan_shards_every_global_batch_the_same_way() -> None:

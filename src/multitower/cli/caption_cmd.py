@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from multitower.cli.common import add_threads_argument, set_threads
 from multitower.errors import UserError
 from multitower.eval.mammut_eval import generate_captions
 from multitower.experiments.mammut.run import load_image_or_fail, load_run
@@ -25,9 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-tokens", type=int, default=None, help="default: the run's eval config"
     )
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     if args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     loaded = load_run(args.run_dir)

@@ -8,7 +8,9 @@ set: zero-shot image->text and text->image recall@1/5/10, greedy and beam
 captioning (BLEU-4, CIDEr-D) and open-ended VQA accuracy, next to chance-level
 retrieval and a question-only VQA baseline. Writes ``results.json``,
 ``results.md`` and ``plots/training.png`` / ``plots/evaluation.png`` into the
-run directory (default ``runs/<config name>``).
+run directory (default ``runs/<config name>``). Training progress (a bar on a
+terminal, a plain line every 30 s in a log file) is also appended to
+``RUN_DIR/run.log``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from multitower.experiments.mammut.run import (
     train_run,
 )
 from multitower.io import write_json_atomic, write_text_atomic
+from multitower.progress import log_line, run_log
 from multitower.train.logger import read_metrics
 
 
@@ -63,11 +66,11 @@ def results_markdown(result: dict[str, Any]) -> str:
         chance = " / ".join(_pct(b[f"chance_{direction}_r{k}"]) for k in (1, 5, 10))
         lines.append(f"| retrieval {name} | R@1 / R@5 / R@10 (%) | {ours} | {chance} (chance) |")
     lines.append(
-        f"| captioning, greedy | BLEU-4 / CIDEr | {m['greedy_bleu4']:.3f} / {m['greedy_cider']:.3f} | |"
+        f"| captioning, greedy | BLEU-4 / CIDEr-D | {m['greedy_bleu4']:.3f} / {m['greedy_cider']:.3f} | |"
     )
     if "beam_bleu4" in m:
         lines.append(
-            f"| captioning, beam {result['beam_size']} | BLEU-4 / CIDEr | "
+            f"| captioning, beam {result['beam_size']} | BLEU-4 / CIDEr-D | "
             f"{m['beam_bleu4']:.3f} / {m['beam_cider']:.3f} | |"
         )
     if "vqa_accuracy" in m:
@@ -162,9 +165,11 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     resolved = resolve_mammut_config(args.config, args.overrides)
     run_dir: Path = args.run_dir or Path("runs") / args.config.stem
-    trained = train_run(resolved, run_dir)
-    eval_cfg = resolved.sections["eval"]
-    result = evaluate_run(trained.model, trained.components, eval_cfg, beam=not args.no_beam)
+    with run_log(run_dir / "run.log"):  # created on its first line: after the checks
+        trained = train_run(resolved, run_dir)
+        eval_cfg = resolved.sections["eval"]
+        log_line("mammut: evaluating (retrieval, captioning, VQA)")
+        result = evaluate_run(trained.model, trained.components, eval_cfg, beam=not args.no_beam)
     result.update(
         {
             "config": str(args.config),

@@ -4,7 +4,9 @@
 
 Writes ``loss.png`` (training loss, and eval loss when logged) and
 ``metrics.png`` (one panel per other logged number) into ``DIR``
-(``RUN_DIR/plots`` by default).
+(``RUN_DIR/plots`` by default). An experiment directory (``multitower run``)
+keeps one ``metrics.jsonl`` per training stage in its subfolders: each is plotted
+into ``DIR/<stage>/``, e.g. ``plots/finetune_zipper_1/loss.png``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import math
 from pathlib import Path
 
 from multitower.errors import UserError
-from multitower.train.logger import read_metrics
+from multitower.train.logger import METRICS_NAME, read_metrics
 
 _NOT_CURVES = {"step", "epoch", "loss", "eval/loss"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="a run directory holding metrics.jsonl")
+    parser.add_argument(
+        "run_dir",
+        type=Path,
+        help="a run directory holding metrics.jsonl, or an experiment's (one per stage)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/plots")
 
 
@@ -34,7 +40,23 @@ def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
     return steps, values
 
 
-def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
+def stage_runs(run_dir: Path) -> dict[str, Path]:
+    """Name -> folder of every ``metrics.jsonl`` below ``run_dir`` (an experiment's stages).
+
+    The name is the folder's path below ``run_dir`` joined by ``_``, without a last
+    ``train`` (``finetune/zipper_1/train`` -> ``finetune_zipper_1``).
+    """
+    found = {}
+    for path in sorted(run_dir.rglob(METRICS_NAME)):
+        parts = list(path.parent.relative_to(run_dir).parts)
+        if len(parts) > 1 and parts[-1] == "train":
+            parts = parts[:-1]
+        if parts:
+            found["_".join(parts)] = path.parent
+    return found
+
+
+def plot_run(run_dir: Path, out_dir: Path, *, title: str | None = None) -> list[Path]:
     """Write the PNG files; returns their paths.
 
     Raises:
@@ -59,7 +81,7 @@ def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
             ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=key)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(run_dir.name)
+    ax.set_title(title or run_dir.name)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -89,6 +111,13 @@ def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or args.run_dir / "plots"
-    for path in plot_run(args.run_dir, out):
+    if (args.run_dir / METRICS_NAME).is_file():
+        written = plot_run(args.run_dir, out)
+    else:
+        stages = stage_runs(args.run_dir) if args.run_dir.is_dir() else {}
+        if not stages:
+            raise UserError(f"no {METRICS_NAME} in {args.run_dir} or its subfolders")
+        written = [p for name, d in stages.items() for p in plot_run(d, out / name, title=name)]
+    for path in written:
         print(path)
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from multitower.cli.common import add_threads_argument, set_threads
 from multitower.data.caption_text import clean_text
 from multitower.data.errors import BadRecordError
 from multitower.data.images import IMAGE_EXTENSIONS
@@ -28,9 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of images")
     parser.add_argument("--text", required=True, help="the query text")
     parser.add_argument("--top", type=int, default=5, help="how many images to print")
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
     if not args.images.is_dir():

@@ -7,6 +7,11 @@ Every stage is resumable: run the same command again after an interruption and
 finished stages are skipped, an interrupted training continues from its last
 checkpoint. The resolved config is written to ``RUN_DIR/config.yaml``; a run
 directory holding another config is refused.
+
+Progress: a bar per loop on a terminal; in a log file (stderr not a terminal) a
+plain line every 30 s with the count, loss, throughput, ETA and "stage k of n".
+The same lines (and every stage message) are appended to ``RUN_DIR/run.log``,
+also with --quiet, which only silences stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from multitower.cli.common import add_threads_argument, set_threads
 from multitower.config import ConfigError, build_dataclass, dump_yaml, load_config, to_plain
 from multitower.errors import UserError
 from multitower.io import write_text_atomic
+from multitower.progress import run_log
 
 EXPERIMENTS = ("zipper_speech_text",)
 
@@ -79,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             config.recognizer, train=replace(config.recognizer.train, progress="off")
         )
         config = replace(config, recognizer=recognizer, **off)
-    summary = SpeechTextExperiment(config, run_dir, quiet=args.quiet).run()
+    with run_log(run_dir / "run.log"):
+        summary = SpeechTextExperiment(config, run_dir, quiet=args.quiet).run()
     print((run_dir / "results" / "results.md").read_text(), end="")
     print(f"run directory: {run_dir} ({summary['seconds'] / 60:.1f} min)")
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from multitower.cli.common import add_threads_argument, set_threads
 from multitower.config import (
     dump_yaml,
     load_config,
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the newest intact checkpoint"
     )
+    add_threads_argument(parser)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -64,6 +66,7 @@ def _warn_config_changes(path: Path, new: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     resolved = resolve_config(load_config(args.config, args.overrides))
     run_dir: Path = args.run_dir or Path("runs") / args.config.stem
     is_main = int(os.environ.get("RANK", "0")) == 0

@@ -5,15 +5,22 @@
 The text is normalised (lower case, punctuation dropped); characters the text
 tokenizer cannot encode are an error. Units are rendered to audio by their
 centroid log-mel frames and Griffin-Lim, written atomically.
+
+Unless --max-new-tokens is given, the speech is cut at twice the length the
+run's corpus predicts for the text (its units per character on the aligned
+pairs); the output says when that cap was hit.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from multitower.cli.common import add_threads_argument, set_threads
 from multitower.cli.speech_cmd import add_common_arguments, load_components
 from multitower.errors import UserError
 
@@ -21,19 +28,43 @@ from multitower.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="what to say")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output WAV path")
-    parser.add_argument("--max-new-tokens", type=int, default=400)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="most speech units to generate (default: twice the corpus's units per "
+        "character times the text's characters, within the speech tower's max_seq_len)",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     add_common_arguments(parser)
+    add_threads_argument(parser)
+
+
+def speech_room(model: nn.Module, text_tokens: int) -> int:
+    """Most speech units the model's tower can hold after a ``text_tokens``-token prompt.
+
+    A Zipper's speech tower holds only the speech segment (bos, units, eos); the
+    baseline's one tower holds the text segment (bos, text, eos) too.
+    """
+    mods = model.modalities
+    tower = mods["speech"].tower
+    prompt = text_tokens + 2 if mods["text"].tower == tower else 0
+    return max(1, model.max_seq_lens[tower] - prompt - 2)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     from multitower.data.speech.resynth import units_to_wav
     from multitower.data.text import normalize_text
     from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
     from multitower.generation import generate
     from multitower.interleave import Segment
 
+    if args.output.is_dir():
+        raise UserError(f"-o {args.output} is a directory; give the path of a .wav file")
     c = load_components(args.run_dir, args.model)
     text = normalize_text(args.text)
     if not text:
@@ -42,14 +73,18 @@ def run(args: argparse.Namespace) -> int:
         ids = c.text_tokenizer.encode(text)
     except ValueError as err:
         raise UserError(str(err)) from err
-    out = generate(
-        c.model,
-        [[Segment("text", ids)]],
-        ["speech"],
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    limit, why = length_limit(args, text, len(ids), c.model)
+    try:
+        out = generate(
+            c.model,
+            [[Segment("text", ids)]],
+            ["speech"],
+            max_new_tokens=limit,
+            temperature=args.temperature,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+    except ValueError as err:  # e.g. a text longer than the text tower takes
+        raise UserError(str(err)) from err
     units = torch.tensor(
         [u - UNIT_OFFSET for u in out[0][0].tokens if u >= UNIT_OFFSET], dtype=torch.long
     )
@@ -60,4 +95,37 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = audio.numel() / c.unit_tokenizer.config.sample_rate
     print(f"wrote {args.output} ({units.numel()} units, {seconds:.2f} s) with model {c.model_name}")
+    if len(out[0][0].tokens) >= limit:
+        print(
+            f"length cap hit: the model did not end the speech itself; cut at {limit} units ({why})"
+        )
     return 0
+
+
+def length_limit(
+    args: argparse.Namespace, text: str, text_tokens: int, model: nn.Module
+) -> tuple[int, str]:
+    """The most units to generate and why: --max-new-tokens, else the cap from the text.
+
+    The cap is :func:`speech_length_cap` on the run's measured units per character,
+    never more than the speech tower's room; when the rate cannot be measured (the
+    corpus was moved) the room alone, said on stderr.
+    """
+    from multitower.experiments.zipper_speech_text.speech_rate import (
+        LENGTH_MARGIN,
+        speech_length_cap,
+        units_per_character,
+    )
+
+    room = speech_room(model, text_tokens)
+    if args.max_new_tokens is not None:
+        return args.max_new_tokens, "--max-new-tokens"
+    try:
+        rate = units_per_character(args.run_dir)
+    except (ValueError, OSError) as err:
+        print(f"multitower tts: cannot measure units per character ({err})", file=sys.stderr)
+        return room, f"the speech tower's max_seq_len leaves room for {room}"
+    cap = speech_length_cap(text, rate)
+    if cap > room:
+        return room, f"the speech tower's max_seq_len leaves room for {room}"
+    return cap, f"{LENGTH_MARGIN:g} x {rate:.2f} units per character x {len(text)} characters"

@@ -21,6 +21,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from multitower.cli.common import add_threads_argument, set_threads
 from multitower.errors import UserError
 
 REPORT_FILE = Path("results") / "units_report.json"
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokenizer", type=Path, default=None, help="unit tokenizer folder (override)"
     )
+    add_threads_argument(parser)
 
 
 def _corpus_dir(run_dir: Path) -> Path:
@@ -63,6 +65,7 @@ def _corpus_dir(run_dir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     from multitower.data.speech.corpus import SPLITS, load_speech_corpus
     from multitower.data.speech.units import SpeechUnitTokenizer
     from multitower.eval.units import evaluate_unit_tokenizer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from multitower.cli.common import add_threads_argument, set_threads
 from multitower.data.caption_text import clean_text
 from multitower.errors import UserError
 from multitower.eval.mammut_eval import answer_questions
@@ -24,9 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-tokens", type=int, default=None, help="default: the run's eval config"
     )
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     if not clean_text(args.question):
         raise UserError("the question is empty")
     loaded = load_run(args.run_dir)

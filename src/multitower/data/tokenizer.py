@@ -13,6 +13,7 @@ alphabet instead of silently dropping them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +27,13 @@ SPECIAL_TOKENS = (PAD, BOS, EOS)
 _SPACE_MARK = "\u2581"  # "▁", the Metaspace replacement for a space
 _FORMAT = "multitower-text-tokenizer"
 _FORMAT_VERSION = 1
+
+
+def _tokenizer_sha256(tokenizer: object) -> str:
+    """SHA-256 of the tokenizers JSON in a canonical form (sorted keys), so that it
+    survives the file's own formatting."""
+    canonical = json.dumps(tokenizer, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _alphabet_of(sentences: Iterable[str]) -> set[str]:
@@ -201,13 +209,16 @@ class TextTokenizer:
 
     # -- persistence -----------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write the tokenizer to a JSON file (atomically)."""
+        """Write the tokenizer to a JSON file (atomically), with the SHA-256 of its
+        vocabulary and merges, checked by :meth:`load`."""
         path = Path(path)
+        tokenizer = json.loads(self._tok.to_str())
         payload = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
             "kind": self.kind,
-            "tokenizer": json.loads(self._tok.to_str()),
+            "sha256": _tokenizer_sha256(tokenizer),
+            "tokenizer": tokenizer,
         }
         write_text_atomic(path, json.dumps(payload, ensure_ascii=False))
 
@@ -217,7 +228,8 @@ class TextTokenizer:
 
         Raises:
             FileNotFoundError: if ``path`` does not exist.
-            ValueError: if the file is not a tokenizer saved by :meth:`save`.
+            ValueError: if the file is not a tokenizer saved by :meth:`save`, or its
+                content differs from the recorded SHA-256.
         """
         path = Path(path)
         if not path.is_file():
@@ -231,6 +243,12 @@ class TextTokenizer:
         if payload.get("version") != _FORMAT_VERSION:
             raise ValueError(
                 f"{path}: unsupported tokenizer file version {payload.get('version')!r}, expected {_FORMAT_VERSION}"
+            )
+        recorded = payload.get("sha256")  # absent in files saved before hashes
+        if recorded is not None and _tokenizer_sha256(payload.get("tokenizer")) != recorded:
+            raise ValueError(
+                f"{path}: the tokenizer's SHA-256 differs from the one recorded when it was "
+                "saved (the file was changed or corrupted)"
             )
         try:
             tok = Tokenizer.from_str(json.dumps(payload["tokenizer"]))

@@ -36,6 +36,9 @@ class InterleavedLM(Protocol):
     @property
     def modalities(self) -> dict[str, Modality]: ...
 
+    @property
+    def max_seq_lens(self) -> dict[str, int]: ...
+
     def __call__(self, batch: Mapping[str, TowerBatch]) -> dict[str, torch.Tensor]: ...
 
     def setup_caches(self, batch: int, max_len: int | Mapping[str, int]) -> None: ...
@@ -55,6 +58,43 @@ def _limits(max_new_tokens: int | Mapping[str, int], outputs: Sequence[str]) -> 
         if n <= 0:
             raise ValueError(f"max_new_tokens[{m!r}] must be positive, got {n}")
     return limits
+
+
+def check_lengths(
+    prompt_batch: Mapping[str, TowerBatch],
+    limits: Mapping[str, int],
+    modalities: Mapping[str, Modality],
+    max_seq_lens: Mapping[str, int],
+) -> None:
+    """Refuse prompts (plus the outputs' room) longer than a tower's ``max_seq_len``.
+
+    A tower's positions past ``max_seq_len`` were never trained (rotary positions
+    would silently extrapolate), so this is an error naming the tower and lengths.
+
+    Raises:
+        ValueError: the longest prompt of a tower exceeds its ``max_seq_len``, or the
+            prompt plus ``bos``, up to ``max_new_tokens`` tokens and ``eos`` per output
+            in that tower does.
+    """
+    prompts = {
+        t: int(prompt_batch[t].valid.sum(1).max()) if t in prompt_batch else 0 for t in max_seq_lens
+    }
+    for tower, limit in max_seq_lens.items():
+        if prompts[tower] > limit:
+            raise ValueError(
+                f"the prompt is {prompts[tower]} tokens long in tower {tower!r}, longer than "
+                f"its max_seq_len {limit}; shorten the input"
+            )
+    for tower, limit in max_seq_lens.items():
+        room = {m: n + 2 for m, n in limits.items() if modalities[m].tower == tower}
+        need = prompts[tower] + sum(room.values())
+        if need > limit:
+            outputs = ", ".join(f"{m} up to {n - 2}" for m, n in room.items())
+            raise ValueError(
+                f"tower {tower!r} takes at most max_seq_len {limit} tokens, but the prompt "
+                f"({prompts[tower]}) and the generated tokens ({outputs}, plus bos/eos) need "
+                f"{need}; shorten the input or lower max_new_tokens"
+            )
 
 
 def _restrict(logits: torch.Tensor, modality: Modality) -> torch.Tensor:
@@ -95,8 +135,9 @@ def generate(
         output modality.
 
     Raises:
-        ValueError: an unknown modality, an out-of-vocabulary prompt token or an
-            empty batch.
+        ValueError: an unknown modality, an out-of-vocabulary prompt token, an
+            empty batch, or a prompt plus output room longer than a tower's
+            ``max_seq_len`` (see :func:`check_lengths`).
     """
     mods = model.modalities
     check_modalities(output_modalities, mods, "output_modalities")
@@ -104,6 +145,7 @@ def generate(
         raise ValueError("output_modalities must name at least one modality")
     limits = _limits(max_new_tokens, output_modalities)
     prompt_batch = collate_interleaved(prompts, mods)  # also validates the prompts
+    check_lengths(prompt_batch, limits, mods, model.max_seq_lens)
     B = len(prompts)
     device = next(model.parameters()).device  # type: ignore[attr-defined]
     run = _CachedRun if use_cache else _FullRun

@@ -60,6 +60,11 @@ class VocabExpansionLM(nn.Module):
         self.tower = DecoderTower(config.tower)
 
     @property
+    def max_seq_lens(self) -> dict[str, int]:
+        """``{"joint": max_seq_len}`` of the one tower."""
+        return {JOINT: self.config.tower.max_seq_len}
+
+    @property
     def modalities(self) -> dict[str, Modality]:
         out, offset = {}, 0
         for i, (name, size) in enumerate(self.config.modality_vocab.items()):

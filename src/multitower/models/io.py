@@ -5,7 +5,10 @@ dataclass. A saved model is a directory with
 
 * ``model.safetensors``: the ``state_dict``;
 * ``config.json``: ``dataclasses.asdict(model.config)`` plus ``"model_type"``
-  (the class name).
+  (the class name);
+* ``hashes.json``: the SHA-256 of ``model.safetensors``, checked by
+  :func:`load_weights` (``config.json`` is not hashed: every field is checked by
+  name when it is read, and a changed shape is caught by the strict loader).
 
 Files are written atomically (:mod:`multitower.io`).
 
@@ -30,7 +33,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from multitower.io import write_bytes_atomic, write_text_atomic
+from multitower.io import verify_hashes, write_bytes_atomic, write_hashes, write_text_atomic
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -207,7 +210,8 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
 
 
 def save_model(model: nn.Module, directory: str | os.PathLike[str]) -> None:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (both atomic)."""
+    """Write ``model.safetensors``, ``config.json`` and ``hashes.json`` into ``directory``
+    (each atomic; the hash manifest last)."""
     directory = Path(directory)
     config = model_config_dict(model)
     save_safetensors_atomic(
@@ -215,6 +219,7 @@ def save_model(model: nn.Module, directory: str | os.PathLike[str]) -> None:
     )
     # Key order is kept: it carries meaning (e.g. the baseline's modality id order).
     write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    write_hashes(directory, [WEIGHTS_NAME])
 
 
 def load_config_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -239,12 +244,18 @@ def load_config_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load a safetensors file (or a directory holding ``model.safetensors``) into ``model``.
 
+    When the file's directory has a ``hashes.json`` listing it, its SHA-256 is
+    checked first.
+
     Raises:
         FileNotFoundError: no weights file.
-        ValueError: keys or shapes differ (see :func:`load_state_strict`).
+        ValueError: the file's hash differs from the recorded one, or keys or shapes
+            differ (see :func:`load_state_strict`).
     """
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_NAME
+    if path.is_file():
+        verify_hashes(path.parent, [path.name])
     tensors, _ = load_safetensors(path)
     load_state_strict(model, tensors, source=str(path))

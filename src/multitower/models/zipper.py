@@ -270,6 +270,11 @@ class Zipper(nn.Module):
 
     # -- metadata ----------------------------------------------------------------------------
     @property
+    def max_seq_lens(self) -> dict[str, int]:
+        """Tower name -> the longest sequence that tower takes (its ``max_seq_len``)."""
+        return {n: c.max_seq_len for n, c in self.config.towers.items()}
+
+    @property
     def modalities(self) -> dict[str, Modality]:
         return {
             n: Modality(n, n, c.vocab_size, 0, c.pad_id, c.bos_id, c.eos_id)

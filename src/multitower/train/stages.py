@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,12 +18,15 @@ from torch import nn
 
 from multitower.io import write_text_atomic
 from multitower.models.pretrained import save_pretrained
+from multitower.progress import log_line, set_stage_counter, stage_label
 from multitower.train.trainer import TrainConfig, Trainer
 
 
 def log(message: str) -> None:
-    """Print a timestamped progress line to stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    """Print a timestamped progress line to stderr (and the run log, when one is active),
+    after the run's "stage k of n" when the stages are planned (:meth:`Stages.plan`)."""
+    stage = stage_label()
+    log_line(f"({stage}) {message}" if stage else message)
 
 
 class Stages:
@@ -37,6 +38,17 @@ class Stages:
 
     def get(self, name: str) -> Any:
         return self.data.get(name)
+
+    def plan(self, names: list[str]) -> None:
+        """Declare the run's stages in the order they run, for "stage k of n" in progress
+        lines: the current stage is the first planned one not yet marked finished."""
+        planned = list(names)
+
+        def counter() -> tuple[int, int]:
+            done = next((i for i, n in enumerate(planned) if not self.data.get(n)), len(planned))
+            return min(done + 1, len(planned)), len(planned)
+
+        set_stage_counter(counter)
 
     def mark(self, name: str, info: Any = True) -> None:
         self.data[name] = info

@@ -201,7 +201,15 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         logger = MetricsLogger(self.run_dir, enabled=ctx.is_main)
         logger.truncate_after(self.step)
-        bar = ProgressBar(cfg.max_steps, initial=self.step, mode=cfg.progress, enabled=ctx.is_main)
+        # A stage's trainer writes into STAGE_DIR/train: name the stage, not "train".
+        name = self.run_dir.parent.name if self.run_dir.name == "train" else self.run_dir.name
+        bar = ProgressBar(
+            cfg.max_steps,
+            initial=self.step,
+            mode=cfg.progress,
+            enabled=ctx.is_main,
+            desc=f"train {name}",
+        )
         steps = iterate_steps(
             self.dataset,
             self.collate_fn,

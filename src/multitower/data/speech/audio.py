@@ -1,12 +1,16 @@
-"""Audio input/output and resampling in plain torch.
+"""Audio input/output and resampling.
 
-:func:`read_audio` reads WAV or FLAC (via ``soundfile``), mixes to mono and
-resamples to the target rate; every way a file can be unusable (missing, empty,
-not audio, non-finite samples) raises :class:`BadRecordError` naming the path.
+:func:`load_audio` reads WAV or FLAC (via ``soundfile``), mixes to mono and
+resamples to the target rate with ``soxr`` (a maintained high-quality resampler),
+and says which conversions it made (:attr:`LoadedAudio.conversions`, for commands
+to print); :func:`read_audio` returns only the waveform. Every way a file can be
+unusable (missing, a directory, empty, not audio, non-finite samples) raises
+:class:`BadRecordError` naming the path.
 :func:`write_audio` writes atomically (temporary file + ``os.replace``) so a
 crash never leaves a truncated file under the final name.
 
-:func:`resample` is a polyphase windowed-sinc resampler: for a rate ratio
+:func:`resample` is a polyphase windowed-sinc resampler in plain torch (the corpus
+synthesiser's, kept so the corpus stays bit-identical): for a rate ratio
 ``new/orig = L/M`` (reduced fraction) it builds ``L`` filters, one per output
 phase, from a Kaiser-windowed sinc low-pass at ``rolloff * min(orig, new) / 2``,
 and applies them as one matrix product over strided input frames.
@@ -16,15 +20,17 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 
 from multitower.data.errors import BadRecordError
+from multitower.io import temporary_file
 
 _FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
@@ -109,6 +115,8 @@ def audio_info(path: str | Path) -> tuple[int, int]:
         BadRecordError: if the file is missing or not readable audio.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BadRecordError(f"{path}: is a directory, not an audio file")
     if not path.is_file():
         raise BadRecordError(f"{path}: audio file does not exist")
     try:
@@ -118,20 +126,50 @@ def audio_info(path: str | Path) -> tuple[int, int]:
     return int(info.frames), int(info.samplerate)
 
 
-def read_audio(path: str | Path, target_sr: int = 16000) -> torch.Tensor:
+@dataclass(frozen=True)
+class LoadedAudio:
+    """A file read by :func:`load_audio`.
+
+    Attributes:
+        audio: ``(T,)`` mono float32 at the wanted rate.
+        file_rate: the file's sample rate in Hz.
+        channels: the file's channel count.
+        sample_rate: the rate of ``audio``.
+    """
+
+    audio: torch.Tensor
+    file_rate: int
+    channels: int
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.numel() / self.sample_rate
+
+    @property
+    def conversions(self) -> list[str]:
+        """What was done to the file's samples, e.g. ``["down-mixed 2 channels to mono"]``."""
+        done = []
+        if self.channels > 1:
+            done.append(f"down-mixed {self.channels} channels to mono")
+        if self.file_rate != self.sample_rate:
+            done.append(f"resampled {self.file_rate} Hz to {self.sample_rate} Hz")
+        return done
+
+
+def load_audio(path: str | Path, target_sr: int = 16000) -> LoadedAudio:
     """Read a WAV or FLAC file as mono float32 in ``[-1, 1]`` at ``target_sr``.
 
     Multi-channel audio is averaged to mono; other rates are resampled with
-    :func:`resample`.
-
-    Returns:
-        ``(T,)`` float32 tensor.
+    ``soxr`` (its "VHQ" quality).
 
     Raises:
-        BadRecordError: if the file does not exist, is empty, is not audio that
-            ``soundfile`` can decode, or holds non-finite samples.
+        BadRecordError: if the file does not exist, is a directory, is empty, is not
+            audio that ``soundfile`` can decode, or holds non-finite samples.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BadRecordError(f"{path}: is a directory, not an audio file")
     if not path.is_file():
         raise BadRecordError(f"{path}: audio file does not exist")
     if path.stat().st_size == 0:
@@ -144,10 +182,19 @@ def read_audio(path: str | Path, target_sr: int = 16000) -> torch.Tensor:
         raise BadRecordError(f"{path}: audio file has no samples")
     if not np.isfinite(data).all():
         raise BadRecordError(f"{path}: audio contains NaN or infinite samples")
-    audio = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))  # (T,)
+    mono = np.ascontiguousarray(data.mean(axis=1))  # (T,)
     if sr != target_sr:
-        audio = resample(audio, sr, target_sr)
-    return audio
+        mono = soxr.resample(mono, sr, target_sr, quality="VHQ").astype(np.float32)
+    return LoadedAudio(torch.from_numpy(mono), int(sr), int(data.shape[1]), target_sr)
+
+
+def read_audio(path: str | Path, target_sr: int = 16000) -> torch.Tensor:
+    """The ``(T,)`` float32 mono waveform of :func:`load_audio`.
+
+    Raises:
+        BadRecordError: as :func:`load_audio`.
+    """
+    return load_audio(path, target_sr).audio
 
 
 def write_audio(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int) -> None:
@@ -181,7 +228,7 @@ def write_audio(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate:
         raise ValueError(f"{path}: sample_rate must be positive, got {sample_rate}")
     data = np.clip(data.astype(np.float32), -1.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    fd, tmp = temporary_file(path)  # mode 0644 under umask 022, not mkstemp's 0600
     os.close(fd)
     try:
         sf.write(tmp, data, sample_rate, format=fmt, subtype="PCM_16")

@@ -22,10 +22,16 @@ order. Test sentences are drawn first and aligned second, so growing
 Caching and crash safety: ``manifest.json`` holds the config and a hash of
 everything that determines the audio (config, generator version, espeak-ng
 version, corpus format). A call with an identical hash reuses the corpus;
-otherwise it is rebuilt in a temporary sibling folder that is renamed into
-place only when complete, so an interrupted build never leaves a corpus that
-looks finished. Synthesis is deterministic per utterance (see :mod:`.synth`),
-so a rebuild gives identical audio.
+otherwise it is rebuilt in a hidden sibling folder named after that hash
+(``.corpus.building-<hash>``) that is renamed into place only when complete, so an
+interrupted build never leaves a corpus that looks finished. Synthesis is
+deterministic per utterance (see :mod:`.synth`), so a rebuild gives identical audio.
+
+Resuming: the build proceeds in shards of :data:`SHARD_SIZE` utterances; after a
+shard's audio is written, its transcripts and phones are recorded in
+``.shards/<split>-<k>.json`` inside the partial folder. An interrupted build
+(Ctrl-C, a crash) keeps the partial folder, and the next call with the same
+settings re-synthesises only the shards without a record.
 """
 
 from __future__ import annotations
@@ -35,8 +41,6 @@ import json
 import os
 import random
 import shutil
-import sys
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,10 +49,17 @@ from typing import Protocol
 import torch
 
 from multitower.data.sentences import GENERATOR_VERSION, generate_unique_sentences
-from multitower.data.speech.librispeech import LibriSpeechWriter, Utterance, read_librispeech
+from multitower.data.speech.librispeech import (
+    LibriSpeechWriter,
+    Utterance,
+    read_librispeech,
+    utterance_id,
+)
 from multitower.data.speech.phones import PhoneAlignment, read_phone_alignments
 from multitower.data.speech.synth import Synthesizer, Voice
 from multitower.data.speech_config import SpeechCorpusConfig
+from multitower.io import write_json_atomic
+from multitower.progress import Progress, log_line
 
 CORPUS_FORMAT = "multitower-speech-corpus"
 # 2: phone alignments stored with every chapter (a v1 cache has none and is rebuilt).
@@ -119,6 +130,10 @@ class SpeechCorpus:
         return Voice(s["voice"], s["rate"], s["pitch"])
 
 
+SHARD_SIZE = 200  # utterances per resumable unit of a build
+_SHARD_FORMAT = "multitower-corpus-shard"
+
+
 class SynthesizerLike(Protocol):
     """What the corpus builder needs from a synthesiser (:class:`~.synth.Synthesizer`)."""
 
@@ -170,27 +185,36 @@ def plan_corpus(config: SpeechCorpusConfig) -> dict[str, list[tuple[str, int]]]:
     return plan
 
 
-class _Progress:
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.done = total, quiet, 0
-        self.start = self.last = time.monotonic()
-
-    def step(self) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if not self.quiet and (now - self.last >= 0.5 or self.done == self.total):
-            rate = self.done / max(now - self.start, 1e-9)
-            print(
-                f"\rspeech corpus: {self.done}/{self.total} utterances ({rate:.1f}/s)",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-            self.last = now
-
-    def close(self) -> None:
-        if not self.quiet and self.total:
-            print(file=sys.stderr, flush=True)
+def _resume_shard(
+    record_path: Path,
+    writer: LibriSpeechWriter,
+    items: list[tuple[str, int, int]],
+    chapter: int,
+    config: SpeechCorpusConfig,
+) -> list[int] | None:
+    """Register a shard an interrupted build finished; the length of each of its
+    utterances in samples, or None when it has no valid record (or lost an audio
+    file) and must be synthesised."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("format") != _SHARD_FORMAT or len(record["phones"]) != len(items):
+            return None
+        phones = [
+            PhoneAlignment(p["starts"], p["labels"], p["n_samples"], config.sample_rate)
+            for p in record["phones"]
+        ]
+        folder = writer.split_dir
+        ext = config.audio_format
+        if not all(
+            (folder / str(s) / str(chapter) / f"{utterance_id(s, chapter, i)}.{ext}").is_file()
+            for _, s, i in items
+        ):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for (sentence, speaker_id, index), p in zip(items, phones):
+        writer.add_written(speaker_id, chapter, index, sentence, phones=p)
+    return [p.n_samples for p in phones]
 
 
 def _read_manifest(root: Path) -> dict | None:
@@ -232,7 +256,7 @@ def build_speech_text_corpus(
         out_dir: corpus folder; created, reused if its manifest matches, or
             replaced if it holds a corpus built with other settings.
         config: sizes, seed and speakers (default ``SpeechCorpusConfig()``).
-        quiet: no progress line on stderr.
+        quiet: no progress on stderr (a run log still gets the plain lines).
         synthesizer: a :class:`~.synth.Synthesizer` to use (one is created and
             closed otherwise).
 
@@ -265,19 +289,24 @@ def build_speech_text_corpus(
                 f"{out_dir} exists and is not a speech corpus built by multitower (no valid {MANIFEST}); refusing to overwrite it"
             )
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir.parent / f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}"
+        # Named after the settings, so an interrupted build of the same corpus resumes.
+        tmp = out_dir.parent / f".{out_dir.name}.building-{digest[:16]}"
         try:
             manifest = _build_into(tmp, config, digest, synth, quiet=quiet)
-            if out_dir.exists():
-                old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(out_dir, old)
-                os.rename(tmp, out_dir)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, out_dir)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            if tmp.is_dir():
+                log_line(
+                    f"speech corpus: stopped; the finished shards are kept in {tmp}: run the "
+                    "same command again to continue from there"
+                )
+            raise
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out_dir, old)
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
         return SpeechCorpus(out_dir, manifest, reused=False)
     finally:
         if owned_synth is not None:
@@ -287,29 +316,54 @@ def build_speech_text_corpus(
 def _build_into(
     root: Path, config: SpeechCorpusConfig, digest: str, synth: SynthesizerLike, *, quiet: bool
 ) -> dict:
-    """Synthesise every split into ``root`` and write the manifest last."""
-    root.mkdir(parents=True)
+    """Synthesise every split into ``root`` (resuming its recorded shards) and write
+    the manifest last."""
+    root.mkdir(parents=True, exist_ok=True)
+    shards = root / ".shards"
+    shards.mkdir(exist_ok=True)
     plan = plan_corpus(config)
     speakers = config.speakers()
-    progress = _Progress(sum(len(items) for items in plan.values()), quiet)
+    progress = Progress(
+        sum(len(items) for items in plan.values()),
+        "speech corpus",
+        unit="utterances",
+        mode="off" if quiet else "auto",
+    )
     splits: dict[str, dict] = {}
     for split in SPLITS:
         seconds = 0.0
         counters: dict[int, int] = {}
-        (root / split).mkdir()  # present even when the split is empty
+        (root / split).mkdir(exist_ok=True)  # present even when the split is empty
         with LibriSpeechWriter(
             root / split, sample_rate=config.sample_rate, audio_format=config.audio_format
         ) as writer:
-            for sentence, speaker_index in plan[split]:
-                audio, phones = synth.synthesize_with_phones(sentence, speakers[speaker_index])
-                speaker_id = FIRST_SPEAKER_ID + speaker_index
-                index = counters.get(speaker_id, 0)
-                counters[speaker_id] = index + 1
-                writer.add(speaker_id, _CHAPTER[split], index, sentence, audio, phones=phones)
-                seconds += audio.shape[0] / config.sample_rate
-                progress.step()
+            for first in range(0, len(plan[split]), SHARD_SIZE):
+                items = []  # (sentence, speaker id, index) of this shard
+                for sentence, speaker_index in plan[split][first : first + SHARD_SIZE]:
+                    speaker_id = FIRST_SPEAKER_ID + speaker_index
+                    index = counters.get(speaker_id, 0)
+                    counters[speaker_id] = index + 1
+                    items.append((sentence, speaker_id, index))
+                record_path = shards / f"{split}-{first // SHARD_SIZE:05d}.json"
+                done = _resume_shard(record_path, writer, items, _CHAPTER[split], config)
+                if done is not None:
+                    for n_samples in done:  # summed one by one, as when synthesised
+                        seconds += n_samples / config.sample_rate
+                    progress.update(progress.count + len(items))
+                    continue
+                entries = []
+                for sentence, speaker_id, index in items:
+                    audio, phones = synth.synthesize_with_phones(
+                        sentence, speakers[speaker_id - FIRST_SPEAKER_ID]
+                    )
+                    writer.add(speaker_id, _CHAPTER[split], index, sentence, audio, phones=phones)
+                    seconds += audio.shape[0] / config.sample_rate
+                    entries.append(phones.to_json())
+                    progress.update(progress.count + 1)
+                write_json_atomic(record_path, {"format": _SHARD_FORMAT, "phones": entries})
         splits[split] = {"n_utterances": len(plan[split]), "seconds": round(seconds, 3)}
     progress.close()
+    shutil.rmtree(shards)
     manifest = {
         "format": CORPUS_FORMAT,
         "version": CORPUS_FORMAT_VERSION,

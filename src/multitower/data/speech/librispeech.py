@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from multitower.data.errors import BadRecordError
 from multitower.data.speech.audio import write_audio
 from multitower.data.speech.phones import PhoneAlignment, phone_file_path, write_phone_file
 from multitower.data.text import normalize_text
+from multitower.io import temporary_file
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 _UTT_ID = re.compile(r"(\d+)-(\d+)-(\d+)")
@@ -72,7 +72,7 @@ def utterance_id(speaker: int, chapter: int, index: int) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    fd, tmp = temporary_file(path)  # mode 0644 under umask 022, not mkstemp's 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -155,6 +155,37 @@ class LibriSpeechWriter:
         return Utterance(
             id=utt, path=path, transcript=text, speaker=str(speaker), chapter=str(chapter)
         )
+
+    def add_written(
+        self,
+        speaker: int,
+        chapter: int,
+        index: int,
+        transcript: str,
+        *,
+        phones: PhoneAlignment | None = None,
+    ) -> Path:
+        """Remember an utterance whose audio an earlier, interrupted writer already wrote.
+
+        Returns:
+            The audio path.
+
+        Raises:
+            FileNotFoundError: the audio file is not there.
+            ValueError: a duplicate id or an empty transcript.
+        """
+        utt = utterance_id(speaker, chapter, index)
+        path = self.split_dir / str(speaker) / str(chapter) / f"{utt}.{self.audio_format}"
+        if not path.is_file():
+            raise FileNotFoundError(f"utterance {utt}: no audio file {path} to resume from")
+        text = normalize_text(transcript)
+        if utt in self._ids or not text:
+            raise ValueError(f"utterance {utt}: duplicate id or empty transcript {transcript!r}")
+        if phones is not None:
+            self._phones.setdefault((speaker, chapter), {})[utt] = phones
+        self._ids.add(utt)
+        self._transcripts.setdefault((speaker, chapter), []).append((utt, text))
+        return path
 
     def close(self) -> None:
         """Write every ``<speaker>-<chapter>.trans.txt`` (upper case, sorted by id)

@@ -34,12 +34,12 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from multitower.data.errors import BadRecordError
+from multitower.io import temporary_file
 
 PHONES_FORMAT = "multitower-phones"
 PHONES_FORMAT_VERSION = 1
@@ -182,7 +182,7 @@ def write_phone_file(path: Path, alignments: dict[str, PhoneAlignment]) -> None:
         "utterances": {utt: alignments[utt].to_json() for utt in sorted(alignments)},
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    fd, tmp = temporary_file(path)  # mode 0644 under umask 022, not mkstemp's 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(body, f, separators=(",", ":"))

@@ -30,18 +30,17 @@ frame is dropped, to match).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from multitower.data.speech.audio import read_audio
 from multitower.data.speech.features import (
@@ -52,6 +51,8 @@ from multitower.data.speech.features import (
 )
 from multitower.data.speech.kmeans import assign, kmeans
 from multitower.data.speech_config import UnitConfig
+from multitower.io import file_sha256, write_bytes_atomic, write_text_atomic
+from multitower.progress import Progress, log_line
 
 _FORMAT = "multitower-speech-units"
 _FORMAT_VERSION = 2
@@ -349,6 +350,9 @@ class SpeechUnitTokenizer:
         # A few whole utterances, to measure how long units repeat.
         run_length_utts: list[torch.Tensor] = []
         start = time.monotonic()
+        progress = Progress(
+            len(audios), "speech units: features", unit="utts", mode="off" if quiet else "auto"
+        )
         for i, item in enumerate(audios):
             audio = read_audio(item, config.sample_rate) if isinstance(item, (str, Path)) else item
             speaker = None if speakers is None else str(speakers[i])
@@ -364,13 +368,8 @@ class SpeechUnitTokenizer:
             chunks.append(vectors)
             if not config.plain_logmel:
                 logmel_chunks.append(unit_logmel)
-            if not quiet and (i + 1 == len(audios) or (i + 1) % 100 == 0):
-                print(
-                    f"\rspeech units: features {i + 1}/{len(audios)} ({time.monotonic() - start:.0f} s)",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            progress.update(i + 1)
+        progress.close()
         x = torch.cat(chunks)  # (N, D)
         x_logmel = torch.cat(logmel_chunks) if logmel_chunks else None  # (N, fpu, M)
         if x.shape[0] > config.max_fit_vectors:
@@ -386,12 +385,10 @@ class SpeechUnitTokenizer:
             std = x.std(dim=0).clamp(min=1e-5)  # (D,)
         else:
             mean, std = torch.zeros(config.feature_dim), torch.ones(config.feature_dim)
-        if not quiet:
-            print(
-                f"\nspeech units: k-means k={config.codebook_size} on {x.shape[0]} vectors of dim {config.feature_dim}",
-                file=sys.stderr,
-                flush=True,
-            )
+        log_line(
+            f"speech units: k-means k={config.codebook_size} on {x.shape[0]} vectors of dim {config.feature_dim}",
+            stderr=not quiet,
+        )
         result = kmeans(
             (x - mean) / std, config.codebook_size, n_iter=config.kmeans_iters, seed=config.seed
         )
@@ -418,19 +415,18 @@ class SpeechUnitTokenizer:
             for v in run_length_utts
         ]
         tok.mean_run_length = float(torch.cat(runs).float().mean())
-        if not quiet:
-            print(
-                f"speech units: done in {time.monotonic() - start:.0f} s, inertia/vector {result.inertia / x.shape[0]:.2f}, mean run length {tok.mean_run_length:.2f}",
-                file=sys.stderr,
-                flush=True,
-            )
+        log_line(
+            f"speech units: done in {time.monotonic() - start:.0f} s, inertia/vector {result.inertia / x.shape[0]:.2f}, mean run length {tok.mean_run_length:.2f}",
+            stderr=not quiet,
+        )
         return tok
 
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """Write ``unit_tokenizer.json`` (config) and ``unit_tokenizer.safetensors``
         (``centroids``, ``mean``, ``std``, and ``unit_logmel`` / ``speaker_mean``
-        / ``speaker_std`` when present) into ``directory``, each atomically."""
+        / ``speaker_std`` when present) into ``directory``, each atomically; the
+        config records the tensors file's SHA-256, checked by :meth:`load`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         speakers = sorted(self.speaker_stats)
@@ -447,22 +443,11 @@ class SpeechUnitTokenizer:
         if speakers:
             tensors["speaker_mean"] = torch.stack([self.speaker_stats[s][0] for s in speakers])
             tensors["speaker_std"] = torch.stack([self.speaker_stats[s][1] for s in speakers])
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + TENSORS_FILE + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, directory / TENSORS_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + CONFIG_FILE + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=2)
-            os.replace(tmp, directory / CONFIG_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        data = save_tensors(tensors)
+        write_bytes_atomic(directory / TENSORS_FILE, data)
+        # The config, written last, records the tensors' hash; load checks it.
+        meta["tensors_sha256"] = hashlib.sha256(data).hexdigest()
+        write_text_atomic(directory / CONFIG_FILE, json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, directory: str | Path) -> SpeechUnitTokenizer:
@@ -470,7 +455,7 @@ class SpeechUnitTokenizer:
 
         Raises:
             FileNotFoundError: if either file is missing.
-            ValueError: for a wrong format, unknown config fields, or tensors
+            ValueError: for a tensors file whose SHA-256 differs from the recorded one, a wrong format, unknown config fields, or tensors
                 whose shapes do not match the config (names the file and tensor).
         """
         directory = Path(directory)
@@ -491,6 +476,12 @@ class SpeechUnitTokenizer:
                 f"{config_path}: not a {_FORMAT} file of version {' or '.join(map(str, _READABLE_VERSIONS))}"
             )
         config = UnitConfig.from_dict(meta["config"])
+        recorded = meta.get("tensors_sha256")  # absent in files saved before hashes
+        if recorded is not None and file_sha256(tensors_path) != recorded:
+            raise ValueError(
+                f"{tensors_path}: SHA-256 differs from the one recorded in {config_path} "
+                "(the file was changed or corrupted after it was saved)"
+            )
         try:
             tensors = load_file(str(tensors_path))
         except Exception as err:

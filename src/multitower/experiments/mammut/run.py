@@ -253,6 +253,11 @@ def load_run(run_dir: Path, *, device: str = "cpu") -> LoadedRun:
     if not config_path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
     raw = parse_yaml(config_path.read_text(encoding="utf-8"), source=str(config_path)) or {}
+    if isinstance(raw, dict) and "experiment" in raw:  # written by `multitower run`
+        raise UserError(
+            f"{run_dir} is a {raw['experiment']!r} experiment run (multitower run), not a "
+            "MaMMUT run; for a speech-text run use `multitower asr` or `multitower tts`"
+        )
     resolved = resolve_config(raw)
     if resolved.recipe != "mammut":
         raise UserError(f"{run_dir} is a {resolved.recipe!r} run, not a MaMMUT run")

@@ -138,6 +138,9 @@ class SpeechTextExperiment:
         root = Path(c.dir) if c.dir else self.run_dir / "corpus"
         log(f"corpus: {root} ({c.n_unaligned} unaligned, {c.n_aligned} aligned, {c.n_test} test)")
         corpus = build_speech_text_corpus(root, corpus_cfg, quiet=self.quiet)
+        self.stages.mark(
+            "corpus", {s: v["n_utterances"] for s, v in corpus.manifest["splits"].items()}
+        )
         return {
             split: [
                 (u.id, normalize_text(u.transcript), Path(u.path)) for u in corpus.utterances(split)
@@ -389,6 +392,12 @@ class SpeechTextExperiment:
 
         t0 = time.time()
         cfg = self.cfg
+        # In the order they run, for "stage k of n" in progress lines and run.log.
+        self.stages.plan(
+            ["corpus", "text_corpus", "text_tokenizer", "unit_tokenizer", "encode_units"]
+            + ["pretrain_text", "pretrain_speech", "recognizer", "recognizer_eval"]
+            + [f"finetune_{s}_{f:g}" for f in cfg.fractions for s in cfg.runs(f)]
+        )
         splits = self.corpus()
         test_texts = {t for _, t, _ in splits["test"]}
         sentences = self.text_corpus(test_texts)
