@@ -2,8 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
+
+import multitower
+
+SRC = Path(multitower.__file__).resolve().parents[1]  # the tree this test session imports
+
+
+def run_multitower(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m multitower ARGS`` in a fresh interpreter on this tree, one thread."""
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "multitower", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def multitower_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The real command line in a subprocess: ``multitower_cli("asr", "x.wav", ...)``."""
+    return run_multitower
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -4,39 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import tomllib
 
-import multitower
 from multitower.cli.common import default_threads
 from multitower.cli.main import COMMANDS, SUMMARIES
 
 ROOT = Path(__file__).resolve().parents[2]
-SRC = Path(multitower.__file__).resolve().parents[1]  # the tree this test session imports
 
 
-def multitower_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m multitower ARGS`` in a fresh interpreter on this tree."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "multitower", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
-def test_top_level_help_describes_every_command_and_version_is_the_packages() -> None:
+def test_top_level_help_describes_every_command_and_version_is_the_packages(multitower_cli) -> None:
     assert sorted(SUMMARIES) == sorted(COMMANDS)
     done = multitower_cli("--help")
     assert done.returncode == 0, done.stderr
@@ -59,7 +38,7 @@ def test_every_option_has_help_and_every_computing_command_takes_threads(name) -
         assert "threads" in {a.dest for a in parser._actions}
 
 
-def test_option_help_shows_the_defaults() -> None:
+def test_option_help_shows_the_defaults(multitower_cli) -> None:
     done = multitower_cli("tts", "--help")
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
@@ -78,7 +57,7 @@ def test_default_thread_count() -> None:
     assert default_threads(16, 9.0, "3") is None  # OMP_NUM_THREADS: torch follows it
 
 
-def test_caption_on_a_speech_text_run_says_what_it_is(tmp_path) -> None:
+def test_caption_on_a_speech_text_run_says_what_it_is(tmp_path, multitower_cli) -> None:
     (tmp_path / "config.yaml").write_text("experiment: zipper_speech_text\nseed: 0\n")
     done = multitower_cli("caption", "x.png", "--run-dir", str(tmp_path))
     assert done.returncode == 1
@@ -87,7 +66,7 @@ def test_caption_on_a_speech_text_run_says_what_it_is(tmp_path) -> None:
     )
 
 
-def test_tts_output_that_is_a_directory_is_refused_before_loading(tmp_path) -> None:
+def test_tts_output_that_is_a_directory_is_refused_before_loading(tmp_path, multitower_cli) -> None:
     done = multitower_cli("tts", "hello", "-o", str(tmp_path), "--run-dir", str(tmp_path))
     assert done.returncode == 1
     assert f"-o {tmp_path} is a directory; give the path of a .wav file" in done.stderr

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-import multitower
 from multitower.cli.main import COMMANDS, main
 from multitower.experiments.recipes import available_recipes
 from multitower.models.io import load_safetensors
@@ -23,29 +18,6 @@ train: {max_steps: 40, batch_size: 16, lr: 1.0e-2, warmup_steps: 5, log_every: 5
 model: {vocab_size: 13, d_model: 32, num_layers: 1, num_heads: 2, max_seq_len: 16}
 data: {num_sequences: 128, seq_len: 10, eval_sequences: 32}
 """
-
-
-SRC = Path(multitower.__file__).resolve().parents[1]  # the tree this test session imports
-
-
-def multitower_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m multitower ARGS`` in a fresh interpreter on this tree."""
-    env = {
-        **os.environ,
-        **(env or {}),
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "multitower", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 @pytest.fixture
@@ -116,7 +88,7 @@ def test_registries_list_the_builtins() -> None:
     assert info.value.code == 2
 
 
-def test_progress_off_override_and_a_directory_as_config(tmp_path, config) -> None:
+def test_progress_off_override_and_a_directory_as_config(tmp_path, config, multitower_cli) -> None:
     done = multitower_cli(
         "train", str(config), "train.progress=off", "train.max_steps=5", "train.ckpt_every=5",
         "--run-dir", str(tmp_path / "run"),
@@ -128,7 +100,7 @@ def test_progress_off_override_and_a_directory_as_config(tmp_path, config) -> No
     assert f"config file {tmp_path} is a directory; give the path of a YAML file" in done.stderr
 
 
-def test_training_progress_in_a_log_file_is_plain_lines(tmp_path, config) -> None:
+def test_training_progress_in_a_log_file_is_plain_lines(tmp_path, config, multitower_cli) -> None:
     # stderr is a pipe here, as in `multitower train ... > log 2>&1`
     done = multitower_cli(
         "train", str(config), "train.progress=auto", "--run-dir", str(tmp_path / "run"),

@@ -3,38 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-import multitower
 from multitower.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "zipper_speech_text_tiny.yaml"
-SRC = Path(multitower.__file__).resolve().parents[1]  # the tree this test session imports
-
-
-def multitower_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m multitower ARGS`` in a fresh interpreter on this tree."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "multitower", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +181,9 @@ def test_scorer_corpus_adds_pairs_without_test_or_held_out_sentences(tmp_path):
     assert exp.scorer_corpus(tok, test_texts) == pairs  # cached
 
 
-def test_asr_reports_conversions_and_refuses_short_silent_and_directory_inputs(tiny_run, tmp_path):
+def test_asr_reports_conversions_and_refuses_short_silent_and_directory_inputs(
+    tiny_run, tmp_path, multitower_cli
+):
     flac = sorted((tiny_run / "corpus" / "test").rglob("*.flac"))[0]
     speech, rate = sf.read(flac, dtype="float32")
     assert rate == 16000
@@ -238,7 +219,7 @@ def test_asr_reports_conversions_and_refuses_short_silent_and_directory_inputs(t
     assert f"{tmp_path}: is a directory, not an audio file" in done.stderr
 
 
-def test_tts_refuses_a_text_longer_than_the_text_tower(tiny_run, tmp_path):
+def test_tts_refuses_a_text_longer_than_the_text_tower(tiny_run, tmp_path, multitower_cli):
     text = " ".join(["the red bird sings"] * 80)  # far past the tiny text tower's 256
     done = multitower_cli("tts", text, "-o", str(tmp_path / "x.wav"), "--run-dir", str(tiny_run))
     assert done.returncode == 1
@@ -246,7 +227,9 @@ def test_tts_refuses_a_text_longer_than_the_text_tower(tiny_run, tmp_path):
     assert not (tmp_path / "x.wav").exists()
 
 
-def test_tts_length_is_capped_from_the_text_and_the_cap_is_reported(tiny_run, tmp_path):
+def test_tts_length_is_capped_from_the_text_and_the_cap_is_reported(
+    tiny_run, tmp_path, multitower_cli
+):
     from multitower.experiments.zipper_speech_text.speech_rate import (
         speech_length_cap,
         units_per_character,
@@ -284,7 +267,7 @@ def test_run_log_holds_the_stages_and_progress_lines_of_a_quiet_run(tiny_run):
     assert "(stage 14 of 14) done: results in " in log
 
 
-def test_plot_on_an_experiment_directory_plots_every_stage(tiny_run, tmp_path):
+def test_plot_on_an_experiment_directory_plots_every_stage(tiny_run, tmp_path, multitower_cli):
     done = multitower_cli("plot", str(tiny_run), "--out", str(tmp_path / "plots"))
     assert done.returncode == 0, done.stderr
     stages = sorted(p.name for p in (tmp_path / "plots").iterdir())
