@@ -23,6 +23,23 @@ def collapse_ctc_path(path: list[int], blank_id: int = BLANK_ID) -> list[int]:
     return out
 
 
+def check_ctc_batch(log_probs: torch.Tensor, out_lengths: torch.Tensor) -> list[int]:
+    """The valid frames of each row of a ``(B, T, C)`` batch, checked.
+
+    Raises:
+        ValueError: shapes disagree or a length lies outside ``[0, T]``.
+    """
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be (B, T, C), got shape {tuple(log_probs.shape)}")
+    B, T, _ = log_probs.shape
+    if out_lengths.shape != (B,):
+        raise ValueError(f"out_lengths must have shape ({B},), got {tuple(out_lengths.shape)}")
+    lengths = out_lengths.tolist()
+    if any(not 0 <= n <= T for n in lengths):
+        raise ValueError(f"out_lengths must lie in [0, {T}], got {lengths}")
+    return lengths
+
+
 def greedy_decode(
     log_probs: torch.Tensor, out_lengths: torch.Tensor, *, blank_id: int = BLANK_ID
 ) -> list[list[int]]:
@@ -40,13 +57,6 @@ def greedy_decode(
     Raises:
         ValueError: shapes disagree or a length lies outside ``[0, T]``.
     """
-    if log_probs.dim() != 3:
-        raise ValueError(f"log_probs must be (B, T, C), got shape {tuple(log_probs.shape)}")
-    B, T, _ = log_probs.shape
-    if out_lengths.shape != (B,):
-        raise ValueError(f"out_lengths must have shape ({B},), got {tuple(out_lengths.shape)}")
-    lengths = out_lengths.tolist()
-    if any(not 0 <= n <= T for n in lengths):
-        raise ValueError(f"out_lengths must lie in [0, {T}], got {lengths}")
+    lengths = check_ctc_batch(log_probs, out_lengths)
     best = log_probs.argmax(dim=-1).cpu().tolist()  # (B, T)
     return [collapse_ctc_path(row[:n], blank_id) for row, n in zip(best, lengths)]

@@ -34,6 +34,7 @@ from typing import Protocol
 import torch
 
 from multitower.data.charset import BLANK_ID
+from multitower.generation.ctc import check_ctc_batch
 
 NEG_INF = float("-inf")
 
@@ -339,14 +340,7 @@ def beam_decode(
     Raises:
         ValueError: shapes disagree or a length lies outside ``[0, T]``.
     """
-    if log_probs.dim() != 3:
-        raise ValueError(f"log_probs must be (B, T, C), got shape {tuple(log_probs.shape)}")
-    B, T, _ = log_probs.shape
-    if out_lengths.shape != (B,):
-        raise ValueError(f"out_lengths must have shape ({B},), got {tuple(out_lengths.shape)}")
-    lengths = out_lengths.tolist()
-    if any(not 0 <= n <= T for n in lengths):
-        raise ValueError(f"out_lengths must lie in [0, {T}], got {lengths}")
+    lengths = check_ctc_batch(log_probs, out_lengths)
     return [
         prefix_beam_search(
             log_probs[b, :n],
