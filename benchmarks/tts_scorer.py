@@ -47,11 +47,13 @@ from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
 from multitower.experiments.zipper_speech_text.evaluate import wer
 from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET, SpeechTextExperiment
 from multitower.experiments.zipper_speech_text.recognizer import (
-    TextDecoder,
-    character_error_rate,
     frame_log_probs,
     load_recognizer,
     train_recognizer,
+)
+from multitower.experiments.zipper_speech_text.text_decoder import (
+    TextDecoder,
+    character_error_rate,
     tune_decoder,
 )
 from multitower.models.io import load_weights

@@ -59,10 +59,8 @@ def test_reported_wers_are_those_of_the_saved_model(tiny_run):
         SpeechTextExperiment,
         evaluation_pairs,
     )
-    from multitower.experiments.zipper_speech_text.recognizer import (
-        load_decoder,
-        load_recognizer,
-    )
+    from multitower.experiments.zipper_speech_text.recognizer import load_recognizer
+    from multitower.experiments.zipper_speech_text.text_decoder import load_decoder
     from multitower.models.pretrained import load_pretrained
 
     raw = load_config(tiny_run / "config.yaml")

@@ -11,14 +11,16 @@ import torch
 from multitower.data.charset import CharAlphabet
 from multitower.data.ngram_lm import NgramLM
 from multitower.experiments.zipper_speech_text.recognizer import (
-    TextDecoder,
     UnitTranscriptDataset,
     frame_log_probs,
-    load_decoder,
     load_recognizer,
-    save_decoder,
     train_recognizer,
     transcribe,
+)
+from multitower.experiments.zipper_speech_text.text_decoder import (
+    TextDecoder,
+    load_decoder,
+    save_decoder,
     tune_decoder,
     word_error_rate,
 )

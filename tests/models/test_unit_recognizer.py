@@ -16,7 +16,6 @@ from multitower.data.charset import CharAlphabet
 from multitower.experiments.zipper_speech_text.recognizer import (
     UnitCTCTask,
     UnitTranscriptDataset,
-    character_error_rate,
     collate_unit_ctc,
     ctc_frames_needed,
     load_recognizer,
@@ -24,6 +23,7 @@ from multitower.experiments.zipper_speech_text.recognizer import (
     train_recognizer,
     transcribe,
 )
+from multitower.experiments.zipper_speech_text.text_decoder import character_error_rate
 from multitower.generation.ctc import collapse_ctc_path, greedy_decode
 from multitower.losses import ctc_loss
 from multitower.models.decoder import DecoderConfig, DecoderTower

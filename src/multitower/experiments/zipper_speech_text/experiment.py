@@ -303,10 +303,12 @@ class SpeechTextExperiment:
         """
         from multitower.data.charset import CharAlphabet
         from multitower.experiments.zipper_speech_text.recognizer import (
-            load_decoder,
             load_recognizer,
-            save_decoder,
             train_recognizer,
+        )
+        from multitower.experiments.zipper_speech_text.text_decoder import (
+            load_decoder,
+            save_decoder,
         )
 
         stage_dir = self.run_dir / "recognizer"
@@ -352,11 +354,8 @@ class SpeechTextExperiment:
     ) -> tuple[Any, dict[str, Any]]:
         """The recogniser's decoder from the config, its weights tuned on ``valid``."""
         from multitower.data.ngram_lm import NgramLM
-        from multitower.experiments.zipper_speech_text.recognizer import (
-            TextDecoder,
-            frame_log_probs,
-            tune_decoder,
-        )
+        from multitower.experiments.zipper_speech_text.recognizer import frame_log_probs
+        from multitower.experiments.zipper_speech_text.text_decoder import TextDecoder, tune_decoder
 
         r = self.cfg.recognizer
         if r.beam_size == 0:
@@ -436,10 +435,8 @@ class SpeechTextExperiment:
         )
 
         from multitower.experiments.zipper_speech_text.evaluate import wer
-        from multitower.experiments.zipper_speech_text.recognizer import (
-            character_error_rate,
-            transcribe,
-        )
+        from multitower.experiments.zipper_speech_text.recognizer import transcribe
+        from multitower.experiments.zipper_speech_text.text_decoder import character_error_rate
 
         if not self.stages.get("recognizer_eval"):
             real = [u for u, _ in test]
