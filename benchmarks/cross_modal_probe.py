@@ -68,6 +68,12 @@ def main() -> None:
     p.add_argument("--gate-lr", type=float, default=None)
     p.add_argument("--input-projection", default="residual", choices=["paper", "residual", "none"])
     p.add_argument("--cross-attention-every", type=int, default=2)
+    p.add_argument(
+        "--position-scale",
+        default="none",
+        help="fusion.position_scales for text (speech: 1): a number, 'auto' (aligned units "
+        "per text token) or 'none' (position-free cross-attention, the paper's)",
+    )
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=None)
@@ -98,11 +104,20 @@ def main() -> None:
     test = [(u, text_tok.encode(t)) for u, t in zip(units["test"], test_texts)]
     text = load_pretrained(run / "pretrain_text" / "model", DecoderTower)
     speech = load_pretrained(run / "pretrain_speech" / "model", DecoderTower)
+    scales: dict[str, float] = {}
+    if a.position_scale != "none":
+        ratio = (
+            sum(len(u) for u, _ in aligned) / sum(len(t) for _, t in aligned)
+            if a.position_scale == "auto"
+            else float(a.position_scale)
+        )
+        scales = {"speech": 1.0, "text": ratio}
     fusion = ZipperConfig(
         {"speech": speech.config, "text": text.config},
         cross_attention_every=a.cross_attention_every,
         input_projection=a.input_projection,
         fusion_mlp_ratio=1.0,
+        position_scales=scales,
     )
     model = build_system(a.system, text, speech, fusion, 0)
     baseline = SYSTEMS[a.system]["kind"] == "baseline"
@@ -120,7 +135,8 @@ def main() -> None:
     order: list[int] = []
     print(
         f"{a.system} input_projection={a.input_projection} gate_lr={a.gate_lr} "
-        f"every={a.cross_attention_every} directions={a.directions} pairs={len(aligned)}",
+        f"every={a.cross_attention_every} directions={a.directions} pairs={len(aligned)} "
+        f"position_scales={scales or None}",
         flush=True,
     )
     t0 = time.time()

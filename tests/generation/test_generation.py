@@ -51,14 +51,19 @@ class EosWhenDivisible(nn.Module):
         return out
 
 
-def zipper() -> Zipper:
+def zipper(**kw) -> Zipper:
     torch.manual_seed(0)
-    z = Zipper(ZipperConfig({"text": TEXT, "speech": SPEECH}, input_projection="paper"))
+    z = Zipper(ZipperConfig({"text": TEXT, "speech": SPEECH}, input_projection="paper", **kw))
     with torch.no_grad():
         for name, p in z.named_parameters():
             if "gate" in name:
                 p.fill_(0.6)
     return z.double().eval()
+
+
+def positioned_zipper() -> Zipper:
+    """Cross-attention with rotary positions on a shared axis (text token = 2.5 units)."""
+    return zipper(position_scales={"text": 2.5, "speech": 1.0})
 
 
 def baseline():
@@ -86,7 +91,9 @@ PROMPTS = {
 }
 
 
-@pytest.mark.parametrize("build", [zipper, baseline], ids=["zipper", "baseline"])
+@pytest.mark.parametrize(
+    "build", [zipper, positioned_zipper, baseline], ids=["zipper", "positioned", "baseline"]
+)
 @pytest.mark.parametrize("case", sorted(PROMPTS))
 def test_greedy_cache_parity_with_per_example_stopping(build, case):
     model = EosWhenDivisible(build())

@@ -257,3 +257,100 @@ def test_mask_matches_the_segment_order_for_any_interleaving(raw):
             assert not mask[b, nq:].any() and not mask[b, :, ns:].any()
     logits = z(batch)
     assert all(torch.isfinite(v).all() for v in logits.values())
+
+
+# -- cross-attention with positions on a shared axis (fusion.position_scales) ---------------
+SCALES = {"text": 2.5, "speech": 1.0}
+
+
+def test_positioned_cached_steps_equal_the_full_forward_logits():
+    """Prefill the speech, then feed the text one token at a time through the caches:
+    every step's logits equal the full interleaved forward (keys rotated once, when
+    cached, by the source's positions; queries by their own)."""
+    from multitower.interleave import TowerBatch
+
+    z = make_zipper(gates=0.7, position_scales=SCALES).eval()
+    speech, text = [5, 6, 7, 8, 9], [3, 4, 5, 6]
+    full = z(
+        collate_interleaved([[Segment("speech", speech), Segment("text", text)]], z.modalities)
+    )
+    prompt = collate_interleaved([[Segment("speech", speech)]], z.modalities)
+    n_prompt = int(prompt["speech"].valid.sum())
+    z.setup_caches(1, {"speech": n_prompt, "text": len(text) + 2})
+    try:
+        z({"speech": prompt["speech"]})
+        mod = z.modalities["text"]
+        for i, tok in enumerate([mod.bos_id, *text]):
+            tb = TowerBatch(
+                torch.tensor([[tok + mod.offset]]),
+                torch.tensor([[i]]),
+                torch.tensor([[n_prompt + i]]),
+                torch.tensor([[True]]),
+            )
+            step = z({"text": tb})["text"][0, -1]
+            torch.testing.assert_close(step, full["text"][0, i], rtol=1e-9, atol=1e-9)
+    finally:
+        z.remove_caches()
+
+
+def test_positioned_cross_attention_depends_on_the_shared_positions():
+    """Same weights, same tokens: the speech-to-text logits change with the text's
+    position scale (the rotation is used) and equal a position-free zip's only
+    when every block sees no source (gates closed)."""
+    batch = collate_interleaved(EXAMPLES[:2], make_zipper().modalities)
+
+    def run(**kw) -> dict[str, torch.Tensor]:
+        z = make_zipper(gates=0.7, **kw).eval()
+        with torch.no_grad():  # peaked attention (std 0.02 weights attend almost uniformly)
+            for name, p in z.named_parameters():
+                if "q_proj" in name or "k_proj" in name:
+                    p.mul_(40.0)
+        return z(batch)
+
+    plain, a, b = (
+        run(),
+        run(position_scales=SCALES),
+        run(position_scales={"text": 4.0, "speech": 1.0}),
+    )
+    valid = batch["text"].valid
+    assert not torch.allclose(a["text"][valid], plain["text"][valid])
+    assert not torch.allclose(a["text"][valid], b["text"][valid])
+    closed = make_zipper(gates=0.0, position_scales=SCALES).eval()(batch)
+    torch.testing.assert_close(closed["text"][valid], make_zipper().eval()(batch)["text"][valid])
+
+
+def test_rotary_cross_attention_sees_only_relative_positions():
+    """Shifting every query and key position by one offset leaves the output unchanged
+    (RoPE: scores depend on position differences only); shifting only the keys does not."""
+    from multitower.nn import GatedCrossAttentionBlock
+
+    torch.manual_seed(0)
+    block = GatedCrossAttentionBlock(16, 24, 4, 32, rope_base=100.0).double()
+    with torch.no_grad():
+        block.gate_attn.fill_(1.0)
+    x, src = torch.randn(2, 5, 16).double(), torch.randn(2, 7, 24).double()
+    qpos = torch.arange(5.0).expand(2, 5) * 1.5
+    kpos = torch.arange(7.0).expand(2, 7)
+
+    def out(dq: float, dk: float) -> torch.Tensor:
+        k, v = block.source_kv(src, kpos + dk)
+        return block(x, k, v, None, qpos + dq)
+
+    torch.testing.assert_close(out(0, 0), out(3.25, 3.25))
+    assert not torch.allclose(out(0, 0), out(0, 3.25))
+    with pytest.raises(ValueError, match="positions are required"):
+        block.source_kv(src)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"position_scales": {"text": 1.0}}, "every tower"),
+        ({"position_scales": {"text": 1.0, "speech": 0.0}}, r"position_scales\['speech'\]"),
+        ({"position_scales": {"text": 1.0, "speech": True}}, "positive number"),
+        ({"cross_rope_base": 1.0}, "cross_rope_base"),
+    ],
+)
+def test_position_scale_errors_name_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ZipperConfig({"text": TEXT, "speech": SPEECH}, **kwargs)

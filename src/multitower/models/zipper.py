@@ -244,6 +244,7 @@ class Zipper(nn.Module):
                 qcfg.num_heads,
                 int(config.fusion_mlp_ratio * qcfg.d_model),
                 norm=qcfg.norm,
+                rope_base=config.cross_rope_base if config.position_scales else None,
             )
             xattn[p.key] = blocks
         self.fusion = nn.ModuleDict({"xattn": xattn})
@@ -412,7 +413,7 @@ class Zipper(nn.Module):
         for p in readers:
             block = self.block(p)
             assert block.kv_cache is not None
-            k, v = block.source_kv(h)  # (B, H, T, Dh)
+            k, v = block.source_kv(h, self._shared_positions(p.source, tb))  # (B, H, T, Dh)
             block.kv_cache.update_source(tb.positions, k, v, tb.global_positions, tb.valid)
 
     def _cross_attend(
@@ -434,12 +435,20 @@ class Zipper(nn.Module):
             mask = cross_attention_mask(
                 q.global_positions, q.valid, cache.global_positions, cache.valid
             )  # (B, Tq, S)
-            return block(h, cache.k, cache.v, mask)
+            return block(h, cache.k, cache.v, mask, self._shared_positions(point.query, q))
         if point.source not in batch:
             return block(h, None, None, None)
         src = batch[point.source]
-        k, v = block.source_kv(shared[(point.source, point.source_depth)])  # (B, H, S, Dh)
+        k, v = block.source_kv(
+            shared[(point.source, point.source_depth)], self._shared_positions(point.source, src)
+        )  # (B, H, S, Dh)
         mask = cross_attention_mask(
             q.global_positions, q.valid, src.global_positions, src.valid
         )  # (B, Tq, S)
-        return block(h, k, v, mask)
+        return block(h, k, v, mask, self._shared_positions(point.query, q))
+
+    def _shared_positions(self, tower: str, tb: TowerBatch) -> torch.Tensor | None:
+        """``tower``'s tokens on the axis shared by every tower (``config.position_scales``),
+        or None when cross-attention has no positions."""
+        scales = self.config.position_scales
+        return tb.positions * float(scales[tower]) if scales else None

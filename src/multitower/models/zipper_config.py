@@ -26,6 +26,15 @@ class ZipperConfig:
             ``"none"``.
         input_projection_ratio: hidden width of the input MLP as a multiple of ``d_model``.
         fusion_mlp_ratio: hidden width of the gated feed-forward as a multiple of ``d_model``.
+        position_scales: tower -> the factor its tower-local token positions are
+            multiplied by to place its tokens on one axis shared by every tower;
+            cross-attention then rotates queries and keys by these positions (RoPE,
+            base ``cross_rope_base``), so that a query can find the source tokens
+            that sit near it in time (text token ``i`` near speech unit
+            ``i * units_per_text_token``). Empty (the default): position-free
+            cross-attention, as in the paper. Not a paper setting: the paper says
+            nothing on positions in cross-attention.
+        cross_rope_base: rotary base of the positioned cross-attention.
     """
 
     towers: dict[str, DecoderConfig]
@@ -34,6 +43,8 @@ class ZipperConfig:
     input_projection: str = "residual"
     input_projection_ratio: float = 1.0
     fusion_mlp_ratio: float = 1.0
+    position_scales: dict[str, float] = field(default_factory=dict)
+    cross_rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
         if len(self.towers) < 2:
@@ -49,6 +60,19 @@ class ZipperConfig:
             )
         if self.input_projection_ratio <= 0 or self.fusion_mlp_ratio <= 0:
             raise ValueError("input_projection_ratio and fusion_mlp_ratio must be positive")
+        if self.position_scales:
+            if set(self.position_scales) != set(self.towers):
+                raise ValueError(
+                    f"position_scales must give every tower {sorted(self.towers)} a scale, "
+                    f"got {sorted(self.position_scales)}"
+                )
+            for name, scale in self.position_scales.items():
+                if not isinstance(scale, int | float) or isinstance(scale, bool) or scale <= 0:
+                    raise ValueError(
+                        f"position_scales[{name!r}]={scale!r} must be a positive number"
+                    )
+        if self.cross_rope_base <= 1:
+            raise ValueError(f"cross_rope_base={self.cross_rope_base} must be greater than 1")
         pairs = {f"{q}<-{s}" for q in self.towers for s in self.towers if q != s}
         for key in self.pair_intervals:
             if key not in pairs:

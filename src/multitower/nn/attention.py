@@ -113,10 +113,21 @@ class CrossAttention(nn.Module):
 
     Keys and values are produced by :meth:`project_kv` so that callers can cache
     them (image tokens once per image; another tower's states as it generates).
+
+    With ``rope_base`` set, queries and keys are rotated (RoPE) by positions the
+    caller gives, so that attention can depend on where a query and a key sit
+    relative to each other (positions of two sequences on one shared axis); then
+    :meth:`project_kv` and :meth:`forward` require their ``positions``.
     """
 
     def __init__(
-        self, d_model: int, num_heads: int, *, d_source: int | None = None, bias: bool = False
+        self,
+        d_model: int,
+        num_heads: int,
+        *,
+        d_source: int | None = None,
+        bias: bool = False,
+        rope_base: float | None = None,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -126,23 +137,46 @@ class CrossAttention(nn.Module):
         self.k_proj = nn.Linear(d_source, d_model, bias=bias)
         self.v_proj = nn.Linear(d_source, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rotary = None if rope_base is None else Rotary(self.head_dim, rope_base)
 
-    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source ``(B, S, d_source)`` -> keys, values ``(B, H, S, Dh)``."""
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor | None, what: str) -> torch.Tensor:
+        """Rotate queries or keys ``(B, H, T, Dh)`` by ``positions`` ``(B, T)`` (rotary only)."""
+        if self.rotary is None:
+            if positions is not None:
+                raise ValueError(f"{what} positions given to a cross-attention without rotary")
+            return x
+        if positions is None:
+            raise ValueError(f"this cross-attention is rotary: {what} positions are required")
+        return self.rotary(x, positions)
+
+    def project_kv(
+        self, source: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source ``(B, S, d_source)`` -> keys, values ``(B, H, S, Dh)``.
+
+        ``positions`` ``(B, S)``: the keys' rotary positions (rotary attention only).
+        """
         k = split_heads(self.k_proj(source), self.num_heads)
         v = split_heads(self.v_proj(source), self.num_heads)
-        return k, v
+        return self.rotate(k, positions, "key"), v
 
     def forward(
-        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` ``(B, Tq, D)`` to ``k, v`` ``(B, H, S, Dh)``.
 
         Args:
             mask: ``(B, Tq, S)`` True where the query may see the key, or None for all.
                 Rows with no visible key produce exactly zero.
+            positions: ``(B, Tq)`` the queries' rotary positions (rotary attention only;
+                the keys were rotated by :meth:`project_kv`).
         """
-        q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, Tq, Dh)
+        q = self.rotate(split_heads(self.q_proj(x), self.num_heads), positions, "query")
         k, v = k.to(q.dtype), v.to(q.dtype)
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v)  # (B, H, Tq, Dh)

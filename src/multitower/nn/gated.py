@@ -32,15 +32,24 @@ class GatedCrossAttentionBlock(nn.Module):
         num_heads: attention heads.
         mlp_hidden: hidden width of the gated feed-forward.
         norm: ``"rms"`` or ``"layer"``.
+        rope_base: rotate queries and keys by caller-given positions (RoPE with this
+            base), or None for position-free cross-attention (the paper's).
     """
 
     def __init__(
-        self, d_model: int, d_source: int, num_heads: int, mlp_hidden: int, *, norm: str = "rms"
+        self,
+        d_model: int,
+        d_source: int,
+        num_heads: int,
+        mlp_hidden: int,
+        *,
+        norm: str = "rms",
+        rope_base: float | None = None,
     ) -> None:
         super().__init__()
         self.source_proj = nn.Linear(d_source, d_model, bias=False)
         self.norm_attn = make_norm(norm, d_model)
-        self.cross_attn = CrossAttention(d_model, num_heads)
+        self.cross_attn = CrossAttention(d_model, num_heads, rope_base=rope_base)
         self.gate_attn = nn.Parameter(torch.zeros(()))
         self.norm_mlp = make_norm(norm, d_model)
         self.mlp = MLP(d_model, mlp_hidden)
@@ -51,8 +60,12 @@ class GatedCrossAttentionBlock(nn.Module):
         """The two tanh-gate scalars (an optimizer may give them their own learning rate)."""
         return [self.gate_attn, self.gate_mlp]
 
-    def source_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def source_kv(
+        self, source: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Other tower's states ``(B, S, d_source)`` -> keys, values ``(B, H, S, Dh)``.
+
+        ``positions`` ``(B, S)``: the keys' rotary positions (rotary blocks only).
 
         ``k_proj(source_proj(h))`` is linear in ``h``: for many tokens it is cheaper to
         multiply the two weight matrices once and apply the product (same result).
@@ -60,10 +73,11 @@ class GatedCrossAttentionBlock(nn.Module):
         attn = self.cross_attn
         n_tokens = source.shape[0] * source.shape[1]
         if n_tokens <= attn.q_proj.in_features or attn.k_proj.bias is not None:
-            return attn.project_kv(self.source_proj(source))
+            return attn.project_kv(self.source_proj(source), positions)
         w_kv = torch.cat([attn.k_proj.weight, attn.v_proj.weight]) @ self.source_proj.weight
         k, v = F.linear(source, w_kv).chunk(2, dim=-1)  # (B, S, D) each
-        return split_heads(k, attn.num_heads), split_heads(v, attn.num_heads)
+        k = attn.rotate(split_heads(k, attn.num_heads), positions, "key")
+        return k, split_heads(v, attn.num_heads)
 
     def setup_cache(
         self, batch: int, max_len: int, *, dtype: torch.dtype, device: torch.device
@@ -79,13 +93,15 @@ class GatedCrossAttentionBlock(nn.Module):
         k: torch.Tensor | None,
         v: torch.Tensor | None,
         mask: torch.Tensor | None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Apply the block to ``x`` ``(B, T, d_model)`` given source keys/values and mask.
 
         ``k = v = None`` means there is no source token at all: the attention branch
-        contributes exactly zero and only the gated feed-forward runs.
+        contributes exactly zero and only the gated feed-forward runs. ``positions``
+        ``(B, T)``: the queries' rotary positions (rotary blocks only).
         """
         if k is not None and v is not None:
-            attn = self.cross_attn(self.norm_attn(x), k, v, mask)
+            attn = self.cross_attn(self.norm_attn(x), k, v, mask, positions)
             x = x + torch.tanh(self.gate_attn) * attn
         return x + torch.tanh(self.gate_mlp) * self.mlp(self.norm_mlp(x))
