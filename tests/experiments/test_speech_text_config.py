@@ -142,3 +142,18 @@ def test_recognizer_scorer_fields_are_validated():
     ):
         with pytest.raises(ValueError, match="recognizer"):
             section(**bad)
+
+
+def test_time_positions_are_checked_and_scale_text_by_units_per_token() -> None:
+    from multitower.experiments.zipper_speech_text.experiment import time_scales
+    from multitower.models.zipper import ZipperConfig
+
+    with pytest.raises(ValueError, match="cross_attention_positions='clock'; allowed"):
+        SpeechTextConfig(cross_attention_positions="clock")
+    towers = SpeechTextConfig().fusion.towers
+    both = ZipperConfig(towers, position_scales={"speech": 1.0, "text": 3.0})
+    with pytest.raises(ValueError, match="set one of them"):
+        SpeechTextConfig(cross_attention_positions="time", fusion=both)
+    # (8 + 2 + 4 + 2) speech ids over (2 + 2 + 2 + 2) text ids, bos and eos counted
+    pairs = [([5] * 8, [7, 8]), ([5] * 4, [9, 9])]
+    assert time_scales(pairs) == {"speech": 1.0, "text": 16 / 8}

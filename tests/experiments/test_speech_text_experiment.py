@@ -19,7 +19,7 @@ TINY = ROOT / "configs" / "zipper_speech_text_tiny.yaml"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("speech") / "run"
-    assert main(["run", str(TINY), "--run-dir", str(run_dir), "--quiet"]) == 0
+    assert main(["run", str(TINY), "--run-dir", str(run_dir), "--quiet", "--jobs", "1"]) == 0
     return run_dir
 
 
@@ -113,6 +113,33 @@ def test_rerun_skips_finished_stages_and_redoes_a_missing_one(tiny_run, capsys):
     assert after["finetune_zipper_1"] == before  # not retrained
     assert "finetune_baseline_1" in after
     assert (tiny_run / "finetune" / "baseline_1" / "model" / "model.safetensors").is_file()
+
+
+def test_parallel_finetunes_give_the_rows_of_sequential_ones(tiny_run):
+    """Two fine-tunes redone in two worker processes: each row equals the one the
+    sequential run recorded (same seeds, one thread each), and the parent, the only
+    writer of stages.json, recorded both."""
+    stages = json.loads((tiny_run / "stages.json").read_text())
+    keys = ["finetune_zipper_0.5", "finetune_baseline_0.5"]
+    before = {k: stages.pop(k) for k in keys}
+    (tiny_run / "stages.json").write_text(json.dumps(stages))
+    for k in keys:
+        shutil.rmtree(tiny_run / "finetune" / k.removeprefix("finetune_"))
+    args = [
+        "run",
+        str(TINY),
+        "--run-dir",
+        str(tiny_run),
+        "--quiet",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+    ]
+    assert main(args) == 0
+    after = json.loads((tiny_run / "stages.json").read_text())
+    assert {k: after[k] for k in keys} == before
+    assert "fine-tuning 2 systems in 2 processes" in (tiny_run / "run.log").read_text()
 
 
 def test_run_dir_with_another_config_is_refused(tiny_run, capsys):

@@ -38,6 +38,20 @@ def default_threads(cores: int, load: float | None, omp_num_threads: str | None)
     return max(1, min(cores, cores - busy))
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def free_cores() -> int:
+    """The cores other work does not occupy (cores minus the 1-minute load, at least 1)."""
+    threads = default_threads(os.cpu_count() or 1, _load_average(), None)
+    assert threads is not None
+    return threads
+
+
 def set_threads(threads: int | None) -> None:
     """``torch.set_num_threads``: ``threads`` when given, else :func:`default_threads`.
 
@@ -47,11 +61,9 @@ def set_threads(threads: int | None) -> None:
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
     if threads is None:
-        try:
-            load: float | None = os.getloadavg()[0]
-        except (AttributeError, OSError):  # not on every platform
-            load = None
-        threads = default_threads(os.cpu_count() or 1, load, os.environ.get("OMP_NUM_THREADS"))
+        threads = default_threads(
+            os.cpu_count() or 1, _load_average(), os.environ.get("OMP_NUM_THREADS")
+        )
         if threads is None:
             return
     import torch  # here, not at the top: a command refusing its config should not load torch

@@ -35,6 +35,8 @@ class Stages:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "stages.json"
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        # set in worker processes that share the run directory: only one process writes
+        self.read_only = False
 
     def get(self, name: str) -> Any:
         return self.data.get(name)
@@ -51,6 +53,16 @@ class Stages:
         set_stage_counter(counter)
 
     def mark(self, name: str, info: Any = True) -> None:
+        """Record ``name`` as finished with ``info`` (a no-op when already recorded so).
+
+        Raises:
+            RuntimeError: a change while :attr:`read_only` (a worker process would
+                overwrite the marks of the process that owns the file).
+        """
+        if self.data.get(name) == info:
+            return
+        if self.read_only:
+            raise RuntimeError(f"stage {name!r} changed in a read-only view of {self.path}")
         self.data[name] = info
         write_text_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 

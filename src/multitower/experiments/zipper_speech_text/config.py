@@ -50,6 +50,8 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "baseline": {"kind": "baseline", "freeze": ()},
 }
 
+CROSS_ATTENTION_POSITIONS = ("none", "time")
+
 # Stand-in for the sizes known at run time: the smallest the model configs accept
 # (a tower's vocabulary must hold pad, bos and eos).
 RUN_TIME_SIZE = 3
@@ -245,6 +247,10 @@ class SpeechTextConfig:
     # restrict a system to some of the fractions, e.g. {zipper_frozen_text: [0.1]}
     system_fractions: dict[str, tuple[float, ...]] = field(default_factory=dict)
     eval: EvalSection = field(default_factory=EvalSection)
+    # "time": Zipper's cross-attention rotates queries and keys by their place on a
+    # shared time axis (fusion.position_scales: speech 1, text = units per text
+    # token of the pairs fine-tuned on); "none": position-free (the paper's)
+    cross_attention_positions: str = "none"
 
     def __post_init__(self) -> None:
         for f in self.fractions:
@@ -274,6 +280,16 @@ class SpeechTextConfig:
                     f"system_fractions[{s}]: {list(fracs)} must be a non-empty subset of "
                     f"fractions {list(self.fractions)}"
                 )
+        if self.cross_attention_positions not in CROSS_ATTENTION_POSITIONS:
+            raise ValueError(
+                f"cross_attention_positions={self.cross_attention_positions!r}; allowed: "
+                f"{list(CROSS_ATTENTION_POSITIONS)}"
+            )
+        if self.cross_attention_positions == "time" and self.fusion.position_scales:
+            raise ValueError(
+                "fusion.position_scales and cross_attention_positions=time both place the "
+                "tokens in time: set one of them"
+            )
         towers = {"speech": self.speech_tower, "text": self.text_tower}
         if self.fusion.towers != towers:  # built in Python with other towers: check against them
             try:

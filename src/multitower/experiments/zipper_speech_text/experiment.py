@@ -22,9 +22,11 @@ from __future__ import annotations
 import functools
 import json
 import math
+import multiprocessing
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ from multitower.models.baseline import expand_vocabulary
 from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.models.pretrained import load_pretrained, save_pretrained
 from multitower.models.zipper import Zipper, ZipperConfig
+from multitower.progress import run_log
 from multitower.train.stages import BestCheckpoint, Stages, log, train_resumable
 from multitower.train.task import NextTokenTask
 from multitower.train.trainer import TrainConfig
@@ -85,6 +88,15 @@ def build_system(
     model.load_tower("speech", speech)
     model.freeze_towers(spec["freeze"])
     return model
+
+
+def time_scales(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
+    """``fusion.position_scales`` that put both towers on the speech's time axis:
+    speech 1, text the mean number of speech ids per text id of ``pairs``
+    (``(speech ids, text ids)``, bos and eos counted in both)."""
+    speech = sum(len(u) + 2 for u, _ in pairs)
+    text = sum(len(t) + 2 for _, t in pairs)
+    return {"speech": 1.0, "text": speech / text}
 
 
 def evaluation_pairs(
@@ -383,20 +395,18 @@ class SpeechTextExperiment:
         return decoder, {"decoder": decoder.describe(), "tuned_on": len(valid), "grid": grid}
 
     # -- the run -----------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        from multitower.experiments.zipper_speech_text.evaluate import (
-            evaluate_system,
-            write_results,
-        )
-
-        t0 = time.time()
+    def plan(self) -> list[str]:
+        """Every stage, in the order they run ("stage k of n" in progress lines, run.log)."""
         cfg = self.cfg
-        # In the order they run, for "stage k of n" in progress lines and run.log.
-        self.stages.plan(
+        return (
             ["corpus", "text_corpus", "text_tokenizer", "unit_tokenizer", "encode_units"]
             + ["pretrain_text", "pretrain_speech", "recognizer", "recognizer_eval"]
             + [f"finetune_{s}_{f:g}" for f in cfg.fractions for s in cfg.runs(f)]
         )
+
+    def prepare(self) -> Prepared:
+        """Runs (or loads) every stage before fine-tuning: data, tokenizers, towers, scorer."""
+        cfg = self.cfg
         splits = self.corpus()
         test_texts = {t for _, t, _ in splits["test"]}
         sentences = self.text_corpus(test_texts)
@@ -457,83 +467,125 @@ class SpeechTextExperiment:
                 f"valid_pairs={cfg.valid_pairs} leaves no aligned pair for fine-tuning "
                 f"(corpus.n_aligned={len(aligned)})"
             )
-        valid = PairedDirections([aligned[i] for i in valid_idx]) if valid_idx else None
-        results = []
-        for fraction in cfg.fractions:
-            n = max(1, math.ceil(fraction * len(pool)))
-            subset = [aligned[i] for i in pool[:n]]  # nested: 1% within 10% within 100%
-            steps = cfg.steps(fraction)
-            for system in cfg.runs(fraction):
-                key = f"finetune_{system}_{fraction:g}"
-                if not self.stages.get(key):
-                    log(
-                        f"finetune {system} on {fraction:.0%} of the aligned pairs "
-                        f"({n} pairs, both directions, {steps} steps)"
-                    )
-                    model = build_system(system, text_tower, speech_tower, cfg.fusion, cfg.seed)
-                    collate = interleaved_collate(model.modalities)
-                    test_set = PairedDirections(test)
-                    start_loss = mean_loss(model, test_set, collate)
-                    stage_dir = self.run_dir / "finetune" / f"{system}_{fraction:g}"
-                    best = (
-                        BestCheckpoint(
-                            stage_dir / "best",
-                            lambda m, c=collate: mean_loss(m, valid, c),
-                        )
-                        if valid is not None
-                        else None
-                    )
-                    model = train_resumable(
-                        model,
-                        InterleavedLMTask(),
-                        PairedDirections(subset),
-                        collate,
-                        finetune_config(system, replace(cfg.finetune, max_steps=steps)),
-                        stage_dir,
-                        seed=cfg.seed,
-                        best=best,
-                    )
-                    selected: dict[str, Any] = {"selected_step": steps}
-                    if best is not None and best.record is not None:
-                        model = load_pretrained(best.directory / "model", type(model))
-                        selected = {
-                            "selected_step": best.record["step"],
-                            "valid_loss": best.record["valid_loss"],
-                        }
-                    save_pretrained(model, stage_dir / "model")
-                    final_loss = mean_loss(model, test_set, collate)
-                    log(
-                        f"  evaluating {system} ({fraction:g}, step {selected['selected_step']}): "
-                        f"test loss {start_loss:.3f} -> {final_loss:.3f}"
-                    )
-                    metrics = evaluate_system(
-                        model,
-                        test,
-                        test_texts_list,
-                        text_tok,
-                        recognizer,
-                        alphabet,
-                        cfg.eval,
-                        decoder=decoder,
-                    )
-                    info = {
-                        "system": system,
-                        "fraction": fraction,
-                        "pairs": n,
-                        "steps": steps,
-                        **selected,
-                        "test_loss_start": start_loss,
-                        "test_loss_final": final_loss,
-                        **metrics,
-                    }
-                    self.stages.mark(key, info)
-                results.append(self.stages.get(key))
+        return Prepared(
+            text_tok=text_tok,
+            text_tower=text_tower,
+            speech_tower=speech_tower,
+            aligned=aligned,
+            pool=pool,
+            valid=[aligned[i] for i in valid_idx],
+            test=test,
+            test_texts=test_texts_list,
+            recognizer=recognizer,
+            alphabet=alphabet,
+            decoder=decoder,
+            n_sentences=len(sentences),
+        )
+
+    def finetune(self, prep: Prepared, system: str, fraction: float) -> dict[str, Any]:
+        """Fine-tunes and evaluates one system at one fraction; returns its results row
+        (the caller records it: workers running in parallel never write ``stages.json``)."""
+        from multitower.experiments.zipper_speech_text.evaluate import evaluate_system
+
+        cfg = self.cfg
+        n = max(1, math.ceil(fraction * len(prep.pool)))
+        subset = [prep.aligned[i] for i in prep.pool[:n]]  # nested: 1% within 10% within 100%
+        steps = cfg.steps(fraction)
+        valid = PairedDirections(prep.valid) if prep.valid else None
+        log(
+            f"finetune {system} on {fraction:.0%} of the aligned pairs "
+            f"({n} pairs, both directions, {steps} steps)"
+        )
+        fusion = cfg.fusion
+        if cfg.cross_attention_positions == "time":
+            fusion = replace(fusion, position_scales=time_scales(subset))
+        model = build_system(system, prep.text_tower, prep.speech_tower, fusion, cfg.seed)
+        collate = interleaved_collate(model.modalities)
+        test_set = PairedDirections(prep.test)
+        start_loss = mean_loss(model, test_set, collate)
+        stage_dir = self.run_dir / "finetune" / f"{system}_{fraction:g}"
+        best = (
+            BestCheckpoint(stage_dir / "best", lambda m, c=collate: mean_loss(m, valid, c))
+            if valid is not None
+            else None
+        )
+        model = train_resumable(
+            model,
+            InterleavedLMTask(),
+            PairedDirections(subset),
+            collate,
+            finetune_config(system, replace(cfg.finetune, max_steps=steps)),
+            stage_dir,
+            seed=cfg.seed,
+            best=best,
+        )
+        selected: dict[str, Any] = {"selected_step": steps}
+        if best is not None and best.record is not None:
+            model = load_pretrained(best.directory / "model", type(model))
+            selected = {
+                "selected_step": best.record["step"],
+                "valid_loss": best.record["valid_loss"],
+            }
+        save_pretrained(model, stage_dir / "model")
+        final_loss = mean_loss(model, test_set, collate)
+        log(
+            f"  evaluating {system} ({fraction:g}, step {selected['selected_step']}): "
+            f"test loss {start_loss:.3f} -> {final_loss:.3f}"
+        )
+        metrics = evaluate_system(
+            model,
+            prep.test,
+            prep.test_texts,
+            prep.text_tok,
+            prep.recognizer,
+            prep.alphabet,
+            cfg.eval,
+            decoder=prep.decoder,
+        )
+        return {
+            "system": system,
+            "fraction": fraction,
+            "pairs": n,
+            "steps": steps,
+            **selected,
+            "test_loss_start": start_loss,
+            "test_loss_final": final_loss,
+            **metrics,
+        }
+
+    def run(self, jobs: int = 1) -> dict[str, Any]:
+        """Every stage; with ``jobs > 1`` the fine-tunes run in that many processes at once
+        (each with ``threads // jobs`` torch threads, at least one)."""
+        from multitower.experiments.zipper_speech_text.evaluate import write_results
+
+        if jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {jobs}")
+        t0 = time.time()
+        cfg = self.cfg
+        self.stages.plan(self.plan())
+        prep = self.prepare()
+        todo = [
+            (system, fraction)
+            for fraction in cfg.fractions
+            for system in cfg.runs(fraction)
+            if not self.stages.get(f"finetune_{system}_{fraction:g}")
+        ]
+        if jobs == 1 or len(todo) <= 1:
+            for system, fraction in todo:
+                self.stages.mark(
+                    f"finetune_{system}_{fraction:g}", self.finetune(prep, system, fraction)
+                )
+        else:
+            self._finetune_in_parallel(todo, jobs)
+        results = [
+            self.stages.get(f"finetune_{s}_{f:g}") for f in cfg.fractions for s in cfg.runs(f)
+        ]
         summary = {
             "config": to_plain(cfg),
             "corpus": {
-                "aligned": len(aligned),
-                "test": len(test),
-                "text_sentences": len(sentences),
+                "aligned": len(prep.aligned),
+                "test": len(prep.test),
+                "text_sentences": prep.n_sentences,
                 **(self.stages.get("encode_units") or {}),
             },
             "recognizer_wer_on_real_units": self.stages.get("recognizer_eval")["wer_on_real_units"],
@@ -558,6 +610,58 @@ class SpeechTextExperiment:
         )
         log(f"done: results in {self.run_dir / 'results'}")
         return summary
+
+    def _finetune_in_parallel(self, todo: list[tuple[str, float]], jobs: int) -> None:
+        """Runs the fine-tunes ``todo`` in ``jobs`` spawned processes, longest first; each
+        row is recorded here as its process finishes, so an interruption loses only the
+        fine-tunes still running (they resume from their checkpoints)."""
+        threads = max(1, torch.get_num_threads() // jobs)
+        order = sorted(todo, key=lambda job: -self.cfg.steps(job[1]) * job[1])
+        log(f"fine-tuning {len(order)} systems in {jobs} processes ({threads} thread(s) each)")
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {
+                pool.submit(
+                    _finetune_job, self.cfg, str(self.run_dir), s, f, threads, self.quiet
+                ): (
+                    s,
+                    f,
+                )
+                for s, f in order
+            }
+            for future in as_completed(futures):
+                system, fraction = futures[future]
+                self.stages.mark(f"finetune_{system}_{fraction:g}", future.result())
+
+
+@dataclass
+class Prepared:
+    """What every fine-tune needs, from :meth:`SpeechTextExperiment.prepare`."""
+
+    text_tok: TextTokenizer
+    text_tower: DecoderTower
+    speech_tower: DecoderTower
+    aligned: list[tuple[list[int], list[int]]]  # (speech ids, text ids)
+    pool: list[int]  # indices into aligned that fractions take their prefixes of
+    valid: list[tuple[list[int], list[int]]]  # held out: picks the best step
+    test: list[tuple[list[int], list[int]]]
+    test_texts: list[str]
+    recognizer: nn.Module
+    alphabet: Any
+    decoder: Any
+    n_sentences: int
+
+
+def _finetune_job(
+    cfg: SpeechTextConfig, run_dir: str, system: str, fraction: float, threads: int, quiet: bool
+) -> dict[str, Any]:
+    """One fine-tune in a worker process: loads the finished earlier stages (read only:
+    only the parent writes ``stages.json``), trains, evaluates, returns the row."""
+    torch.set_num_threads(threads)
+    with run_log(Path(run_dir) / "run.log"):
+        experiment = SpeechTextExperiment(cfg, run_dir, quiet=quiet)
+        experiment.stages.read_only = True
+        return experiment.finetune(experiment.prepare(), system, fraction)
 
 
 def _best_default(results: list[dict[str, Any]]) -> str:
