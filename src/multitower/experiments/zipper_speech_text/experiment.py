@@ -141,6 +141,7 @@ class SpeechTextExperiment:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.stages = Stages(self.run_dir)
         self.quiet = quiet
+        self.jobs = 1  # processes that may run at once (:meth:`run`)
 
     # -- data --------------------------------------------------------------------------------
     def corpus(self) -> dict[str, list[tuple[str, str, Path]]]:
@@ -273,7 +274,11 @@ class SpeechTextExperiment:
         sequences: list[list[int]],
         train_cfg: TrainConfig,
         seed: int,
+        *,
+        mark: bool = True,
     ) -> DecoderTower:
+        """The pre-trained tower ``name``, trained now unless its stage is finished
+        (``mark=False``: a worker process, which leaves the marking to its parent)."""
         stage_dir = self.run_dir / f"pretrain_{name}"
         if not self.stages.get(f"pretrain_{name}"):
             log(
@@ -292,6 +297,8 @@ class SpeechTextExperiment:
                 seed=seed,
             )
             save_pretrained(tower, stage_dir / "model")
+            if not mark:
+                return tower
             self.stages.mark(f"pretrain_{name}", True)
         return load_pretrained(stage_dir / "model", DecoderTower)
 
@@ -416,13 +423,50 @@ class SpeechTextExperiment:
         speech_vocab = unit_tok.vocab_size + UNIT_OFFSET
         text_cfg = tower_config(cfg.text_tower, text_tok.vocab_size)
         speech_cfg = tower_config(cfg.speech_tower, speech_vocab)
-        text_tower = self.pretrain(
-            "text", text_cfg, [text_tok.encode(s) for s in sentences], cfg.pretrain_text, cfg.seed
-        )
-        speech_tower = self.pretrain(
-            "speech", speech_cfg, units["unaligned"], cfg.pretrain_speech, cfg.seed + 1
-        )
+        speech_args = ("speech", speech_cfg, units["unaligned"], cfg.pretrain_speech, cfg.seed + 1)
+        # The speech tower, the longest stage before fine-tuning, trains in a worker
+        # process while this one trains the text tower and the recogniser.
+        speech_pool = speech_job = None
+        if self.jobs > 1 and not self.stages.get("pretrain_speech"):
+            speech_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            speech_job = speech_pool.submit(
+                _pretrain_job,
+                cfg,
+                str(self.run_dir),
+                speech_args,
+                torch.get_num_threads(),
+                self.quiet,
+            )
+        try:
+            text_tower = self.pretrain(
+                "text",
+                text_cfg,
+                [text_tok.encode(s) for s in sentences],
+                cfg.pretrain_text,
+                cfg.seed,
+            )
+            rest = self._prepare_pairs(splits, units, text_tok, sentences, unit_tok, speech_vocab)
+            if speech_job is not None:
+                speech_job.result()
+                self.stages.mark("pretrain_speech", True)
+        finally:
+            if speech_pool is not None:
+                speech_pool.shutdown(cancel_futures=True)
+        speech_tower = self.pretrain(*speech_args)
+        return Prepared(text_tok=text_tok, text_tower=text_tower, speech_tower=speech_tower, **rest)
 
+    def _prepare_pairs(
+        self,
+        splits: dict[str, list[tuple[str, str, Path]]],
+        units: dict[str, list[list[int]]],
+        text_tok: TextTokenizer,
+        sentences: list[str],
+        unit_tok: SpeechUnitTokenizer,
+        speech_vocab: int,
+    ) -> dict[str, Any]:
+        """The aligned pairs, their split into the fine-tuning pool and the held-out
+        pairs, the test pairs, and the TTS scorer (trained, tuned and scored once)."""
+        cfg = self.cfg
         aligned_text = [t for _, t, _ in splits["aligned"]]
         aligned = [(u, text_tok.encode(t)) for u, t in zip(units["aligned"], aligned_text)]
         test, test_texts_list = evaluation_pairs(splits, units, text_tok, cfg.eval.max_test)
@@ -434,7 +478,7 @@ class SpeechTextExperiment:
             order[: len(order) - cfg.valid_pairs],
             order[len(order) - cfg.valid_pairs :],
         )
-        held_out_texts = test_texts | {aligned_text[i] for i in valid_idx}
+        held_out_texts = {t for _, t, _ in splits["test"]} | {aligned_text[i] for i in valid_idx}
         recognizer, alphabet, decoder = self.recognizer(
             units["aligned"],
             aligned_text,
@@ -467,10 +511,7 @@ class SpeechTextExperiment:
                 f"valid_pairs={cfg.valid_pairs} leaves no aligned pair for fine-tuning "
                 f"(corpus.n_aligned={len(aligned)})"
             )
-        return Prepared(
-            text_tok=text_tok,
-            text_tower=text_tower,
-            speech_tower=speech_tower,
+        return dict(
             aligned=aligned,
             pool=pool,
             valid=[aligned[i] for i in valid_idx],
@@ -560,6 +601,9 @@ class SpeechTextExperiment:
 
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
+        self.jobs = jobs
+        if jobs > 1:  # more threads than cores only add OpenMP barriers
+            torch.set_num_threads(max(1, torch.get_num_threads() // jobs))
         t0 = time.time()
         cfg = self.cfg
         self.stages.plan(self.plan())
@@ -615,7 +659,7 @@ class SpeechTextExperiment:
         """Runs the fine-tunes ``todo`` in ``jobs`` spawned processes, longest first; each
         row is recorded here as its process finishes, so an interruption loses only the
         fine-tunes still running (they resume from their checkpoints)."""
-        threads = max(1, torch.get_num_threads() // jobs)
+        threads = torch.get_num_threads()  # already divided by jobs (run)
         order = sorted(todo, key=lambda job: -self.cfg.steps(job[1]) * job[1])
         log(f"fine-tuning {len(order)} systems in {jobs} processes ({threads} thread(s) each)")
         context = multiprocessing.get_context("spawn")
@@ -650,6 +694,17 @@ class Prepared:
     alphabet: Any
     decoder: Any
     n_sentences: int
+
+
+def _pretrain_job(
+    cfg: SpeechTextConfig, run_dir: str, args: tuple[Any, ...], threads: int, quiet: bool
+) -> None:
+    """Pre-trains one tower in a worker process (its parent marks the stage)."""
+    torch.set_num_threads(threads)
+    with run_log(Path(run_dir) / "run.log"):
+        experiment = SpeechTextExperiment(cfg, run_dir, quiet=quiet)
+        experiment.stages.read_only = True
+        experiment.pretrain(*args, mark=False)
 
 
 def _finetune_job(
