@@ -77,6 +77,11 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--wer-every-eval",
+        action="store_true",
+        help="also decode the test subset at every evaluation (a WER learning curve)",
+    )
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -166,6 +171,9 @@ def main() -> None:
             ]
             shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
             gate = f" max|tanh(gate)|={max(gates):.3f}" if gates else ""
+            if a.wer_every_eval and done < a.steps:
+                hyps = transcribe_units(model, [u for u, _ in test], text_tok, _Decode)
+                gate += f" asr_wer={wer(test_texts, hyps):.3f}"
             print(f"step {done}: {shown}{gate} ({time.time() - t0:.0f} s)", flush=True)
     hyps = transcribe_units(model, [u for u, _ in test], text_tok, _Decode)
     for ref, hyp in list(zip(test_texts, hyps))[:3]:

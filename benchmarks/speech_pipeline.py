@@ -25,7 +25,10 @@ Finally it measures unit quality (:mod:`multitower.eval.units`) of the
 recommended unit design (:data:`UNIT_DESIGN`) on a small generated corpus with
 the recipe's 16-speaker plan: fitted on its unaligned split, scored on its
 aligned split, cross-voice distances on its test sentences; printed as
-``pnmi=... speaker_info=... cross_voice_distance=...`` before the summary line.
+``pnmi=... speaker_info=... cross_voice_distance=...`` before the summary line,
+with ``scorer_floor_wer=...`` (the TTS scorer's WER on real test units, from the
+run's ``stages.json``) when ``--run-dir`` names a finished run: training a scorer
+on the benchmark's own few minutes of speech would measure nothing useful.
 The corpus is small (a few minutes in all), so the numbers are below those of
 the full recipe's corpus (see UNITS_FINDINGS.md).
 
@@ -35,6 +38,7 @@ Run: ``python benchmarks/speech_pipeline.py [--n-utterances 32] [--run-dir runs/
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,7 +56,7 @@ DEFAULT_VOICES = (
     Voice("en+f2", rate=190, pitch=60),
 )
 SUMMARY_KEYS = ["synth_utt_per_s", "tokenize_rtf", "asr_rtf", "tts_rtf"]
-UNIT_KEYS = ["pnmi", "speaker_info", "cross_voice_distance"]
+UNIT_KEYS = ["pnmi", "speaker_info", "cross_voice_distance", "scorer_floor_wer"]
 # The recommended unit design (UNITS_FINDINGS.md).
 UNIT_DESIGN = dict(
     codebook_size=1024,
@@ -307,6 +311,11 @@ def main() -> None:
             work, n_unaligned=args.units_utterances, n_aligned=args.units_utterances // 2
         )
     results.update(quality)
+    if args.run_dir:  # the TTS scorer's WER on real test units, as the run measured it
+        stages = json.loads((Path(args.run_dir) / "stages.json").read_text())
+        floor = (stages.get("recognizer_eval") or {}).get("wer_on_real_units")
+        if floor is not None:
+            results["scorer_floor_wer"] = float(floor)
     print(format_table(results))
     print(summary_line(results, UNIT_KEYS))
     print(summary_line(results))

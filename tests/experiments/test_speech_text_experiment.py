@@ -155,6 +155,11 @@ def test_asr_and_tts_commands(tiny_run, tmp_path, capsys):
     out = tmp_path / "out.wav"
     assert main(["tts", "the dog runs", "-o", str(out), "--run-dir", str(tiny_run)]) == 0
     assert out.stat().st_size > 1000
+    capsys.readouterr()
+    args = ["tts", "the dog runs", "-o", str(out), "--run-dir", str(tiny_run), "--check"]
+    assert main(args) == 0
+    heard = capsys.readouterr().out.splitlines()[-1]
+    assert heard.startswith("heard: ") and "against 'the dog runs'" in heard, heard
     assert (
         main(["tts", "caf\u00e9 7", "-o", str(tmp_path / "x.wav"), "--run-dir", str(tiny_run)]) == 1
     )

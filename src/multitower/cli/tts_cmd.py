@@ -6,6 +6,12 @@ The text is normalised (lower case, punctuation dropped); characters the text
 tokenizer cannot encode are an error. Units are rendered to audio by their
 centroid log-mel frames and Griffin-Lim, written atomically.
 
+With --check the written file is read back, encoded into units again and
+transcribed by the run's TTS scorer (its unit recogniser and decoder): the line
+``heard: ...`` with the word error rate against the text says whether the audio
+says what was asked (the round trip the run's ``benchmarks/tts_roundtrip.py``
+measures on the test sentences).
+
 Unless --max-new-tokens is given, the speech is cut at twice the length the
 run's corpus predicts for the text (its units per character on the aligned
 pairs); the output says when that cap was hit.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)"
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="read the written audio back and print what the run's TTS scorer hears",
+    )
     add_common_arguments(parser)
     add_threads_argument(parser)
 
@@ -99,7 +111,29 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"length cap hit: the model did not end the speech itself; cut at {limit} units ({why})"
         )
+    if args.check:
+        heard = hear(args.run_dir, args.output, c.unit_tokenizer)
+        from multitower.experiments.zipper_speech_text.evaluate import wer
+
+        print(f"heard: {heard!r} (WER {wer([text], [heard]):.1f}% against {text!r})")
     return 0
+
+
+def hear(run_dir: Path, wav: Path, unit_tokenizer: object) -> str:
+    """What the run's TTS scorer transcribes from the audio file ``wav``."""
+    from multitower.data.speech import read_audio
+    from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
+    from multitower.experiments.zipper_speech_text.recognizer import load_recognizer, transcribe
+    from multitower.experiments.zipper_speech_text.text_decoder import load_decoder
+
+    try:
+        recognizer, alphabet = load_recognizer(run_dir / "recognizer")
+        decoder = load_decoder(run_dir / "recognizer", alphabet)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--check needs the run's TTS scorer: {err}") from err
+    tok: Any = unit_tokenizer
+    units = [int(u) + UNIT_OFFSET for u in tok.encode(read_audio(wav, tok.config.sample_rate))]
+    return transcribe(recognizer, alphabet, [units], decoder=decoder)[0]
 
 
 def length_limit(

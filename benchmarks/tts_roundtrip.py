@@ -1,0 +1,97 @@
+"""Round trip of synthesis: text -> units -> audio -> units -> text.
+
+For the first ``--n`` test sentences of a finished speech-text run, the chosen
+model synthesises speech units (greedy, stopping at the speech tower's end token
+or the run's length cap), the units are rendered to audio exactly as
+``multitower tts`` writes it (centroid log-mel frames + Griffin-Lim), the audio
+is encoded again by the run's unit tokenizer, and the run's TTS scorer (the unit
+recogniser and its beam + lexicon + LM decoder) transcribes it. It prints three
+WERs against the sentences:
+
+* ``direct_wer``: the scorer on the generated units themselves (the run's TTS WER);
+* ``roundtrip_wer``: on the units re-encoded from the written audio;
+* ``gold_roundtrip_wer``: the same round trip from the *real* test units, the
+  floor of the audio path (what the resynthesis alone loses).
+
+Run (after ``multitower run configs/zipper_speech_text.yaml``)::
+
+    python benchmarks/tts_roundtrip.py --run-dir runs/zipper_speech_text [--model zipper_1]
+
+Last line: ``direct_wer=<x> roundtrip_wer=<y> gold_roundtrip_wer=<z> ended=<k>/<n>``
+(``ended``: syntheses that stopped at the end token before the cap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--model", default=None, help="default: the run's default model")
+    p.add_argument("--n", type=int, default=50, help="test sentences")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from multitower.cli.speech_cmd import load_components
+    from multitower.data.speech.librispeech import read_librispeech
+    from multitower.data.speech.resynth import units_to_waveform
+    from multitower.data.text import normalize_text
+    from multitower.experiments.zipper_speech_text.evaluate import synthesize_units, wer
+    from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
+    from multitower.experiments.zipper_speech_text.recognizer import (
+        load_recognizer,
+        transcribe,
+    )
+    from multitower.experiments.zipper_speech_text.speech_rate import (
+        speech_length_cap,
+        units_per_character,
+    )
+    from multitower.experiments.zipper_speech_text.text_decoder import load_decoder
+
+    run = a.run_dir
+    c = load_components(run, a.model)
+    recognizer, alphabet = load_recognizer(run / "recognizer")
+    decoder = load_decoder(run / "recognizer", alphabet)
+    texts = [normalize_text(u.transcript) for u in read_librispeech(run / "corpus" / "test")]
+    texts = texts[: a.n]
+    gold = json.loads((run / "units" / "encoded.json").read_text())["test"][: a.n]
+    tok = c.unit_tokenizer
+    rate = units_per_character(run)
+    cap = max(speech_length_cap(t, rate) for t in texts)
+
+    class _Eval:  # synthesize_units' settings: greedy, batches of 25
+        batch_size, max_new_speech, temperature, top_k = 25, cap, 0.0, None
+
+    t0 = time.time()
+    speech = synthesize_units(c.model, [c.text_tokenizer.encode(t) for t in texts], _Eval)
+    ended = sum(len(s) < cap for s in speech)
+
+    def round_trip(ids: list[int]) -> list[int]:
+        units = torch.tensor([u - UNIT_OFFSET for u in ids if u >= UNIT_OFFSET])
+        if units.numel() == 0:
+            return []
+        audio = units_to_waveform(units, tok, deduped=tok.config.dedup)
+        return [int(u) + UNIT_OFFSET for u in tok.encode(audio)]
+
+    direct = transcribe(recognizer, alphabet, speech, decoder=decoder)
+    trip = transcribe(recognizer, alphabet, [round_trip(s) for s in speech], decoder=decoder)
+    gold_trip = transcribe(recognizer, alphabet, [round_trip(g) for g in gold], decoder=decoder)
+    for ref, d, r in list(zip(texts, direct, trip))[:3]:
+        print(f"  text:       {ref}\n  units:      {d}\n  from audio: {r}")
+    print(f"model {c.model_name}, {len(texts)} sentences, {time.time() - t0:.0f} s")
+    print(
+        f"direct_wer={wer(texts, direct):.4f} roundtrip_wer={wer(texts, trip):.4f} "
+        f"gold_roundtrip_wer={wer(texts, gold_trip):.4f} ended={ended}/{len(texts)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
