@@ -312,3 +312,26 @@ def test_batch_plan_shards_every_global_batch_the_same_way() -> None:
             assert got == perm[i * 8 : (i + 1) * 8].tolist(), (world, accum, i)
     with pytest.raises(ValueError, match=r"divisible by grad_accum \* world_size = 3 \* 1"):
         BatchPlan(40, 8, 3, 1, 0, 0)
+
+
+def test_tokens_per_s_counts_throughput_tokens_not_the_loss_weight(tmp_path, monkeypatch) -> None:
+    """A loss averaged over 2 "images" that read 50 tokens each: tokens/s counts the
+    100 tokens (a clock advancing 1 s per reading makes the rate exact)."""
+    import multitower.train.trainer as trainer_module
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+
+    class PerImage:
+        def compute_loss(self, model, batch) -> LossOutput:
+            out = NextTokenTask(pad_id=0).compute_loss(model, batch)
+            return LossOutput(out.loss, {}, 2, throughput_tokens=100 if seen else None)
+
+    rates = []
+    for seen in (False, True):
+        out_dir = tmp_path / str(seen)
+        Trainer(tiny_model(), PerImage(), PaddedData(64), torch.stack,
+                cfg(max_steps=2, log_every=1), out_dir).fit()  # fmt: skip
+        rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+        rates.append([r["tokens_per_s"] for r in rows if "tokens_per_s" in r])
+    assert [round(b / a) for a, b in zip(*rates)] == [50, 50]

@@ -31,11 +31,15 @@ class LossOutput:
             gradient-accumulation steps and ranks); it also feeds tokens/s. A Python
             int is cheapest; a 0-dim tensor (e.g. a count of non-padding targets) avoids
             a device sync but costs one extra pass over the gradients per step.
+        throughput_tokens: the tokens this micro-batch processed, for the logged
+            ``tokens_per_s``, when they differ from ``num_tokens`` (a loss averaged
+            over images or examples); None: ``num_tokens``.
     """
 
     loss: torch.Tensor
     metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
     num_tokens: int | torch.Tensor = 1
+    throughput_tokens: int | torch.Tensor | None = None
 
 
 @runtime_checkable

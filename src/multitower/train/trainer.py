@@ -353,6 +353,7 @@ class Trainer:
     def _reset_accumulators(self) -> None:
         self._loss_sum: torch.Tensor | float = 0.0
         self._tokens: int | torch.Tensor = 0
+        self._throughput: int | torch.Tensor = 0
         self._metric_sums: dict[str, torch.Tensor | float] = {}
         self._micro_count = 0
         self._window_start = time.perf_counter()
@@ -360,6 +361,8 @@ class Trainer:
     def _accumulate(self, out: LossOutput) -> None:
         self._loss_sum = self._loss_sum + out.loss.detach().float() * out.num_tokens
         self._tokens = self._tokens + out.num_tokens
+        seen = out.num_tokens if out.throughput_tokens is None else out.throughput_tokens
+        self._throughput = self._throughput + seen
         for key, value in out.metrics.items():
             if isinstance(value, torch.Tensor):
                 value = value.detach().float()
@@ -370,21 +373,21 @@ class Trainer:
         """Reduce the accumulated sums over ranks: one device-to-host copy per log step."""
         device = self.ctx.device
         keys = sorted(self._metric_sums)
-        parts = [self._loss_sum, self._tokens, self._micro_count] + [
+        parts = [self._loss_sum, self._tokens, self._micro_count, self._throughput] + [
             self._metric_sums[k] for k in keys
         ]
         dtype = torch.float64 if device.type in ("cpu", "cuda") else torch.float32  # exact counts
         stats = torch.stack([torch.as_tensor(p, device=device).to(dtype) for p in parts])
         values = all_reduce_sum(stats).tolist()
         elapsed = max(time.perf_counter() - self._window_start, 1e-9)
-        loss_sum, tokens, count = values[:3]
+        loss_sum, tokens, count, throughput = values[:4]
         # The learning rate the last step used (the schedule has already moved on).
         factor = self.schedule.factor_at(self.step - 1)
         groups = self.optimizer.param_groups
         out = {
             "loss": loss_sum / max(tokens, 1e-8),
             "lr": groups[0]["base_lr"] * factor,
-            "tokens_per_s": tokens / elapsed,
+            "tokens_per_s": throughput / elapsed,
         }
         for group in groups:
             if group["name"].startswith("fusion"):
@@ -393,7 +396,7 @@ class Trainer:
             norm = self._grad_norm
             full = getattr(norm, "full_tensor", None)  # a DTensor under FSDP2
             out["grad_norm"] = float(full() if callable(full) else norm)
-        for key, value in zip(keys, values[3:]):
+        for key, value in zip(keys, values[4:]):
             out[key] = value / max(count, 1)
         self._reset_accumulators()
         return out

@@ -196,7 +196,17 @@ class MaMMUTTask:
             "contrastive_loss": con.detach(),
             "logit_scale": out.logit_scale.detach(),
         }
-        return LossOutput(loss=loss, metrics=metrics, num_tokens=int(batch.images.shape[0]))
+        # the losses are means over images; tokens/s counts the caption and text tokens
+        # both passes read (a 0-dim tensor: no device sync before a log step)
+        tokens = (batch.caption_tokens[:, 1:] != self.pad_id).sum() + (
+            batch.text_tokens != self.pad_id
+        ).sum()
+        return LossOutput(
+            loss=loss,
+            metrics=metrics,
+            num_tokens=int(batch.images.shape[0]),
+            throughput_tokens=tokens,
+        )
 
 
 # -- recipe ------------------------------------------------------------------------------------
