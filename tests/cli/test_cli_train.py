@@ -112,3 +112,11 @@ def test_training_progress_in_a_log_file_is_plain_lines(tmp_path, config, multit
     assert len(lines) >= 40  # one per step at interval 0, and a last one
     assert "train run: 40/40 (100%) | loss " in lines[-1] and " steps/s | ETA 0:00" in lines[-1]
     assert "train run: 20/40 (50%)" in "\n".join(lines)
+
+
+def test_metric_panels_have_readable_titles() -> None:
+    from multitower.cli.plot_cmd import metric_label
+
+    assert metric_label("tokens_per_s") == "throughput (tokens / s)"
+    assert metric_label("eval/valid_loss") == "held-out: valid loss"
+    assert metric_label("caption_loss") == "caption loss"

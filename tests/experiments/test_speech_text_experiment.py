@@ -40,6 +40,7 @@ def test_pipeline_writes_results_and_every_model_beats_its_start(tiny_run):
         assert r["valid_loss"] > 0
     assert (tiny_run / "results" / "results.md").read_text().startswith("| system |")
     assert (tiny_run / "results" / "wer_vs_fraction.png").stat().st_size > 1000
+    assert (tiny_run / "results" / "learning_curves.png").stat().st_size > 1000
     # the unaligned split fed only the unit tokenizer and the speech tower
     assert (tiny_run / "units" / "tokenizer").is_dir()
     assert (tiny_run / "config.yaml").is_file()

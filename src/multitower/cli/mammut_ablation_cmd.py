@@ -96,7 +96,7 @@ def plot_ablation(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("cross-attention every k-th decoder layer")
     ax.set_ylabel("%")
-    ax.legend()
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=3, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

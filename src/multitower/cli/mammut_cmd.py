@@ -149,10 +149,14 @@ def plot_evaluation(result: dict[str, Any], out: Path) -> Path:
     axes[0].bar([i + 0.2 for i in x], refs, width=0.4, label="chance / question-only prior")
     axes[0].set_xticks(list(x), names, rotation=30)
     axes[0].set_ylabel("%")
-    axes[0].legend()
-    cap_names = [k for k in ("greedy_cider", "beam_cider") if k in m]
-    axes[1].bar(cap_names, [m[k] for k in cap_names])
+    # above the panel, so that it never covers a bar
+    axes[0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=2, frameon=False)
+    cap = [
+        (label, k) for label, k in (("greedy", "greedy_cider"), ("beam", "beam_cider")) if k in m
+    ]
+    axes[1].bar([label for label, _ in cap], [m[k] for _, k in cap])
     axes[1].set_ylabel("CIDEr-D")
+    axes[1].set_title("captioning", loc="left")
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "evaluation.png"

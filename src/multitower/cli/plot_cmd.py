@@ -30,6 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/plots")
 
 
+_LABELS = {
+    "lr": "learning rate",
+    "fusion_lr": "fusion learning rate",
+    "tokens_per_s": "throughput (tokens / s)",
+    "grad_norm": "gradient norm (before clipping)",
+    "logit_scale": "contrastive logit scale",
+}
+
+
+def metric_label(key: str) -> str:
+    """A readable panel title for a logged key: ``eval/valid_loss`` -> ``held-out: valid loss``."""
+    held_out = key.startswith("eval/")
+    name = key.removeprefix("eval/")
+    label = _LABELS.get(name, name.replace("_", " "))
+    return f"held-out: {label}" if held_out else label
+
+
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
     steps, values = [], []
     for row in rows:
@@ -97,7 +114,7 @@ def plot_run(run_dir: Path, out_dir: Path, *, title: str | None = None) -> list[
         for ax, key in zip(axes.flat, keys):
             steps, values = _series(rows, key)
             ax.plot(steps, values)
-            ax.set_title(key)
+            ax.set_title(metric_label(key))
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(keys) :]:

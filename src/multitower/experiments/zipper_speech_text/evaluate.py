@@ -171,8 +171,9 @@ def results_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(summary: dict[str, Any], out_dir: Path) -> None:
-    """``results.json``, ``results.md`` and ``wer_vs_fraction.png`` in ``out_dir``."""
+def write_results(summary: dict[str, Any], out_dir: Path, finetune_dir: Path | None = None) -> None:
+    """``results.json``, ``results.md`` and ``wer_vs_fraction.png`` in ``out_dir``, and
+    with ``finetune_dir`` (the run's ``finetune/``) ``learning_curves.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "results.json", summary, indent=1)
     write_text_atomic(out_dir / "results.md", results_table(summary))
@@ -202,12 +203,65 @@ def write_results(summary: dict[str, Any], out_dir: Path) -> None:
                 label=system,
             )
         ax.set_xscale("log")
+        fractions = sorted({r["fraction"] for r in summary["results"]})
+        ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+        ax.minorticks_off()
         ax.set_xlabel("aligned data fraction")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0, 1].legend()
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    # one legend for the four panels, below them, so that it covers no curve
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    _save_png(fig, out_dir / "wer_vs_fraction.png")
+    if finetune_dir is not None:
+        learning_curves(summary, finetune_dir, out_dir / "learning_curves.png")
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    write_bytes_atomic(out_dir / "wer_vs_fraction.png", png.getvalue())
+    write_bytes_atomic(path, png.getvalue())
+
+
+def learning_curves(summary: dict[str, Any], finetune_dir: Path, path: Path) -> bool:
+    """Loss against step of every fine-tune, one panel per aligned fraction: the
+    training loss (solid) and the held-out pairs' loss (dashed, the curve the kept
+    step is chosen on), from each stage's ``metrics.jsonl``. Returns False (and
+    writes nothing) when no stage logged a loss."""
+    import matplotlib.pyplot as plt
+
+    from multitower.train.logger import read_metrics
+
+    fractions = sorted({r["fraction"] for r in summary["results"]})
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.5 * len(fractions), 3.8), squeeze=False)
+    systems = list(dict.fromkeys(r["system"] for r in summary["results"]))
+    drawn = False
+    for ax, fraction in zip(axes[0], fractions):
+        for r in (r for r in summary["results"] if r["fraction"] == fraction):
+            stage = finetune_dir / f"{r['system']}_{fraction:g}" / "train"
+            try:
+                rows = read_metrics(stage)
+            except (OSError, ValueError):
+                continue
+            color = f"C{systems.index(r['system'])}"  # one colour per system in every panel
+            for key, style in (("loss", "-o"), ("eval/valid_loss", "--")):
+                pts = [(row["step"], row[key]) for row in rows if key in row]
+                if pts:
+                    drawn = True
+                    ax.plot(*zip(*pts), style, color=color, markersize=3,
+                            label=r["system"] if key == "loss" else None)  # fmt: skip
+        ax.set_title(f"{fraction:.0%} of the aligned pairs")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("loss (nats / token)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="solid: training, dashed: held-out", title_fontsize=8)
+    if drawn:
+        fig.tight_layout()
+        _save_png(fig, path)
+    else:
+        plt.close(fig)
+    return drawn

@@ -636,7 +636,7 @@ class SpeechTextExperiment:
             "results": results,
             "seconds": time.time() - t0,  # this invocation (finished stages are skipped)
         }
-        write_results(summary, self.run_dir / "results")
+        write_results(summary, self.run_dir / "results", self.run_dir / "finetune")
         write_text_atomic(
             self.run_dir / "inference.json",
             json.dumps(
