@@ -354,3 +354,15 @@ def test_rotary_cross_attention_sees_only_relative_positions():
 def test_position_scale_errors_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ZipperConfig({"text": TEXT, "speech": SPEECH}, **kwargs)
+
+
+def test_a_positioned_zipper_saves_and_loads_with_its_scales(tmp_path):
+    from multitower.models.pretrained import load_pretrained, save_pretrained
+
+    z = make_zipper(gates=0.7, position_scales=SCALES).float().eval()
+    save_pretrained(z, tmp_path / "m")
+    back = load_pretrained(tmp_path / "m", Zipper).eval()
+    assert back.config.position_scales == SCALES
+    batch = collate_interleaved(EXAMPLES, z.modalities)
+    for tower, logits in z(batch).items():
+        torch.testing.assert_close(back(batch)[tower], logits, rtol=0, atol=0)
