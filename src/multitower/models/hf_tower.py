@@ -110,7 +110,11 @@ def hf_tower_config(
             architecture, or ids that are not three different ids (see :class:`HFTowerConfig`).
     """
     hf = getattr(model, "config", model)
-    data = hf.to_dict()
+    # As JSON gives it back (a saved config then equals this one); where it was read
+    # from and by which version is not the architecture.
+    data = json.loads(json.dumps(hf.to_dict()))
+    for key in ("_name_or_path", "transformers_version"):
+        data.pop(key, None)
     given = {"pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id}
     ids: dict[str, int] = {}
     for name, value in given.items():

@@ -232,6 +232,22 @@ class InputProjection(nn.Module):
 Tower = DecoderTower | HFTower
 
 
+@dataclass(frozen=True)
+class TowerSource:
+    """Where a tower's pre-trained weights were read from (see :mod:`multitower.models.zipped`).
+
+    Args:
+        kind: ``"hf"`` (a Hugging Face model folder) or ``"multitower"`` (a saved
+            :class:`DecoderTower`).
+        path: the folder, absolute.
+        sha256: the folder's hash when it was read.
+    """
+
+    kind: str
+    path: str
+    sha256: str
+
+
 def build_tower(config: DecoderConfig | HFTowerConfig) -> Tower:
     """A freshly initialised tower of either kind."""
     if isinstance(config, HFTowerConfig):
@@ -287,6 +303,8 @@ class Zipper(nn.Module):
                 }
             )
         self._init_fusion()
+        # Set by multitower.models.zipped when towers are read from folders.
+        self.tower_sources: dict[str, TowerSource] = {}
         self._schedules: dict[tuple[str, ...], tuple[FusionOp, ...]] = {}
 
     def _init_fusion(self) -> None:
