@@ -191,6 +191,7 @@ class HFTower(nn.Module):
             self.add_module(name, child)
         self._base_name = model.base_model_prefix
         self.kv_caches: nn.ModuleList | None = None
+        self._slots = torch.zeros(0, dtype=torch.long)  # cache slot ids, set with the caches
 
     # -- the HF modules ------------------------------------------------------------------------
     @property
@@ -237,15 +238,16 @@ class HFTower(nn.Module):
                 slots ``<= p``. Without caches attention is causal over ``h``.
         """
         layer = self.layers[index]
+        sdpa = self.hf_config._attn_implementation == "sdpa"
         cache, mask = None, None
         if self.kv_caches is not None:
             if positions is None:
                 raise ValueError("HFTower.run_block: positions are required with caches set up")
             cache = _SlotWriter(self.kv_caches, positions)  # type: ignore[arg-type]
-            slots = torch.arange(self.kv_caches[0].max_len, device=h.device)
-            visible = slots[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, S)
-            mask = torch.zeros(visible.shape, dtype=h.dtype, device=h.device)
-            mask = mask.masked_fill(~visible, torch.finfo(h.dtype).min)  # additive: sdpa and eager
+            mask = _visibility_mask(positions, self._slots, h.dtype, boolean=sdpa)  # (B, 1, T, S)
+        elif not sdpa:  # eager attention applies no causal mask of its own
+            key_positions = _arange_like(h[..., 0])[0]
+            mask = _visibility_mask(key_positions.expand(h.shape[:2]), key_positions, h.dtype)
         if self.config.layout.learned_positions:
             return layer(h, cache=cache, attention_mask=mask)
         if positions is None:
@@ -273,6 +275,7 @@ class HFTower(nn.Module):
         hf = self.hf_config
         kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+        self._slots = torch.arange(max_len, device=device or ref.device)  # (S,)
         self.kv_caches = nn.ModuleList(
             KVCache(
                 batch,
@@ -304,6 +307,21 @@ class HFTower(nn.Module):
         for i in range(self.config.num_layers):
             h = self.run_block(i, h)
         return self.head(h)
+
+
+def _visibility_mask(
+    positions: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, *, boolean: bool = False
+) -> torch.Tensor:
+    """``(B, 1, T, S)``: a query at position p sees the keys at slots ``<= p``.
+
+    Boolean for sdpa; additive (0, or the dtype's lowest value) for eager attention,
+    which adds the mask to its scores.
+    """
+    visible = slots[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, S)
+    if boolean:
+        return visible
+    low = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=visible.device)
+    return torch.zeros((), dtype=dtype, device=visible.device).where(visible, low)
 
 
 def _arange_like(x: torch.Tensor) -> torch.Tensor:
