@@ -359,3 +359,15 @@ def test_zip_towers_rejects_unknown_fusion_keys_and_towers():
         zip_towers({"text": tiny_hf("gpt2")}, special_ids={"image": {"bos_id": 1}})
     with pytest.raises(ValueError, match="towers\\['text'\\]: expected a folder"):
         zip_towers({"text": 3, "speech": DecoderTower(SPEECH)})
+
+
+def test_a_bad_hf_tower_field_in_a_saved_config_is_named(tmp_path):
+    from multitower.config import ConfigError
+
+    save_pretrained(zip_with_speech(tiny_hf("gpt2")), tmp_path / "z")
+    path = tmp_path / "z" / "config.json"
+    data = json.loads(path.read_text())
+    data["towers"]["text"]["bos_id"] = "1"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"Zipper: towers\.text\.bos_id: expected int, got '1'"):
+        load_pretrained(tmp_path / "z")
