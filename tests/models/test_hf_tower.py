@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 
 import pytest
 import torch
@@ -24,7 +23,6 @@ from multitower.models.hf_tower import (  # noqa: E402
     HFTowerConfig,
     hf_tower_config,
     load_hf_tower,
-    require_transformers,
 )
 from multitower.models.pretrained import load_pretrained, save_pretrained  # noqa: E402
 from multitower.models.zipped import load_zipped, save_zipped, zip_towers  # noqa: E402
@@ -263,22 +261,6 @@ def test_special_ids_must_be_three_different_ids():
         hf_tower_config(tiny_hf("gpt2", pad_token_id=None))
     with pytest.raises(ValueError, match=r"hf_config\.model_type 'bert' is not supported"):
         HFTowerConfig({"model_type": "bert"}, PAD, BOS, EOS)
-
-
-def test_a_missing_transformers_install_names_the_extra(monkeypatch):
-    config = hf_tower_config(tiny_hf("gpt2"))
-    monkeypatch.setitem(sys.modules, "transformers", None)  # import now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install 'multitower\[hf\]'"):
-        require_transformers()
-    with pytest.raises(ImportError, match=r"multitower\[hf\]"):
-        HFTower(config)
-
-
-def test_pyproject_declares_the_hf_extra():
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
-    assert "hf = [" in text and "transformers" in text.split("hf = [", 1)[1].split("]", 1)[0]
 
 
 def zipped_from_folders(tmp_path, *, freeze: bool = True) -> Zipper:
