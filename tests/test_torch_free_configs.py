@@ -28,6 +28,7 @@ MOVED = [
     ("multitower.nn.checks", "multitower.nn.norms", ("NORM_KINDS",)),
     ("multitower.models.decoder_config", "multitower.models.decoder", ("DecoderConfig",)),
     ("multitower.models.zipper_config", "multitower.models.zipper", ("ZipperConfig",)),
+    ("multitower.models.hf_tower_config", "multitower.models.hf_tower", ("HFTowerConfig",)),
     (
         "multitower.models.unit_recognizer_config",
         "multitower.models.unit_recognizer",

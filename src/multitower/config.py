@@ -242,6 +242,7 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        trials: dict[Any, list[str]] = {}
         for arm in args:
             if arm is type(None):
                 continue
@@ -249,6 +250,17 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             converted = _convert(value, arm, path, trial)
             if not trial:
                 return converted
+            trials[arm] = trial
+        sections = [a for a in trials if _is_section(a)]
+        if isinstance(value, Mapping) and sections:
+            # A mapping for one of several sections: report the problems of the section
+            # whose keys it matches best, not just "expected A | B".
+            def unknown(arm: Any) -> int:
+                names = {f.name for f in dataclasses.fields(arm)}
+                return sum(k not in names for k in value)
+
+            problems.extend(trials[min(sections, key=unknown)])
+            return value
         problems.append(_wrong(path, value, tp))
         return value
     if origin is typing.Literal:

@@ -60,8 +60,13 @@ class DecoderTower(nn.Module):
         init_transformer_(self, self.config.num_layers)
 
     # -- pieces driven one by one by Zipper ------------------------------------------------
-    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(
+        self, tokens: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(B, T)`` ids -> ``(B, T, D)`` embeddings, with a vocabulary range check.
+
+        ``positions`` is unused: this tower's positions are rotary, applied in
+        attention (a tower with learned positions adds them here).
 
         With caches set up (decoding) the check is skipped: it would cost a device
         sync per step, and decode tokens come from validated prompts or the sampler.
@@ -69,6 +74,12 @@ class DecoderTower(nn.Module):
         if not self.caches_enabled:
             check_token_range(tokens, self.config.vocab_size, "DecoderTower")
         return self.embed(tokens)
+
+    def run_block(
+        self, index: int, h: torch.Tensor, *, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Run block ``index`` on ``h`` ``(B, T, D)`` (``positions``: see :class:`~multitower.nn.attention.SelfAttention`)."""
+        return self.blocks[index](h, positions=positions)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final norm and tied output projection: ``(B, T, D) -> (B, T, V)``."""

@@ -1,6 +1,8 @@
 """Zipper: decoder towers fused by gated cross-attention (arXiv 2405.18669, section 2).
 
-Each modality has its own pre-trained :class:`DecoderTower`. Zipper adds, under the
+Each modality has its own pre-trained tower: a :class:`DecoderTower`, or a Hugging
+Face causal LM wrapped as an :class:`~multitower.models.hf_tower.HFTower` (both give
+``embed_tokens``, ``run_block``, ``head`` and KV caches). Zipper adds, under the
 ``fusion.`` prefix only:
 
 * an input projection per tower after its embedding (paper ``ReLU(MLP(e))``, or
@@ -36,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from multitower.interleave import Modality, TowerBatch, cross_attention_mask
-from multitower.models.decoder import DecoderTower
+from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.hf_tower import HFTower, HFTowerConfig
 from multitower.models.zipper_config import ZipperConfig
 from multitower.nn import GatedCrossAttentionBlock
 
@@ -226,13 +229,53 @@ class InputProjection(nn.Module):
         return e + h if self.residual else F.relu(h)
 
 
-class Zipper(nn.Module):
-    """N decoder towers zipped with gated cross-attention in both directions."""
+Tower = DecoderTower | HFTower
 
-    def __init__(self, config: ZipperConfig) -> None:
+
+@dataclass(frozen=True)
+class TowerSource:
+    """Where a tower's pre-trained weights were read from (see :mod:`multitower.models.zipped`).
+
+    Args:
+        kind: ``"hf"`` (a Hugging Face model folder) or ``"multitower"`` (a saved
+            :class:`DecoderTower`).
+        path: the folder, absolute.
+        sha256: the folder's hash when it was read.
+    """
+
+    kind: str
+    path: str
+    sha256: str
+
+
+def build_tower(config: DecoderConfig | HFTowerConfig) -> Tower:
+    """A freshly initialised tower of either kind."""
+    if isinstance(config, HFTowerConfig):
+        return HFTower(config)
+    return DecoderTower(config)
+
+
+class Zipper(nn.Module):
+    """N decoder towers zipped with gated cross-attention in both directions.
+
+    Args:
+        config: the towers and how they are zipped.
+        towers: optional ready towers (e.g. pre-trained ones) by name, each with the
+            config ``config.towers[name]``; the others are built freshly initialised.
+
+    Raises:
+        ValueError: a given tower of an unknown name or of another config.
+    """
+
+    def __init__(self, config: ZipperConfig, towers: Mapping[str, Tower] | None = None) -> None:
         super().__init__()
         self.config = config
-        self.towers = nn.ModuleDict({n: DecoderTower(c) for n, c in config.towers.items()})
+        given = dict(towers or {})
+        for name, tower in given.items():
+            self._check_tower(name, tower)
+        self.towers = nn.ModuleDict(
+            {n: given[n] if n in given else build_tower(c) for n, c in config.towers.items()}
+        )
         self.points = fusion_points(config)
         xattn = nn.ModuleDict()
         for p in self.points:
@@ -260,6 +303,8 @@ class Zipper(nn.Module):
                 }
             )
         self._init_fusion()
+        # Set by multitower.models.zipped when towers are read from folders.
+        self.tower_sources: dict[str, TowerSource] = {}
         self._schedules: dict[tuple[str, ...], tuple[FusionOp, ...]] = {}
 
     def _init_fusion(self) -> None:
@@ -303,18 +348,25 @@ class Zipper(nn.Module):
             for p in self.towers[name].parameters():
                 p.requires_grad_(False)
 
-    def load_tower(self, name: str, tower: DecoderTower) -> None:
-        """Copy a pre-trained tower's weights in (strict: same config, same key names).
-
-        To load from disk: ``load_tower(name, load_pretrained(dir, DecoderTower))``.
-        """
-        if name not in self.towers:
-            raise ValueError(f"load_tower: unknown tower {name!r}; allowed: {list(self.towers)}")
+    def _check_tower(self, name: str, tower: Tower) -> None:
+        if name not in self.config.towers:
+            raise ValueError(f"unknown tower {name!r}; allowed: {list(self.config.towers)}")
         if tower.config != self.config.towers[name]:
             raise ValueError(
-                f"load_tower: tower {name!r} config {tower.config} does not match the "
+                f"tower {name!r} config {tower.config} does not match the "
                 f"Zipper config {self.config.towers[name]}"
             )
+
+    def load_tower(self, name: str, tower: Tower) -> None:
+        """Copy a pre-trained tower's weights in (strict: same config, same key names).
+
+        To load from disk: ``load_tower(name, load_pretrained(dir, DecoderTower))``, or
+        ``load_tower(name, load_hf_tower(dir, ...))`` for a Hugging Face model.
+        """
+        try:
+            self._check_tower(name, tower)
+        except ValueError as err:
+            raise ValueError(f"load_tower: {err}") from err
         self.towers[name].load_state_dict(tower.state_dict(), strict=True)
 
     # -- caches ------------------------------------------------------------------------------
@@ -386,16 +438,17 @@ class Zipper(nn.Module):
         active = [t for t in self.towers if t in batch]
         x: dict[str, torch.Tensor] = {}
         for t in active:
-            h = self.towers[t].embed_tokens(batch[t].tokens)  # (B, T, D)
+            positions = batch[t].positions if caching else None
+            h = self.towers[t].embed_tokens(batch[t].tokens, positions)  # (B, T, D)
             x[t] = proj[t](h) if proj is not None else h
         shared: dict[tuple[str, int], torch.Tensor] = {}
         for op in self.schedule(active):
             match op:
                 case RunLayers(tower, start, stop):
                     positions = batch[tower].positions if caching else None
-                    blocks = self.towers[tower].blocks
-                    for i in range(start, stop):  # a slice would rebuild the stack
-                        x[tower] = blocks[i](x[tower], positions=positions)
+                    run_block = self.towers[tower].run_block
+                    for i in range(start, stop):
+                        x[tower] = run_block(i, x[tower], positions=positions)
                 case ShareState(tower, depth, readers):
                     shared[(tower, depth)] = x[tower]
                     if caching:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from multitower.models.decoder_config import DecoderConfig
+from multitower.models.hf_tower_config import HFTowerConfig
 
 INPUT_PROJECTIONS = ("paper", "residual", "none")
 
@@ -18,7 +19,9 @@ class ZipperConfig:
     """How towers are zipped.
 
     Args:
-        towers: tower (= modality) name -> its decoder config; at least two.
+        towers: tower (= modality) name -> its config, at least two: a
+            :class:`DecoderConfig` (the project's own tower) or an
+            :class:`HFTowerConfig` (a Hugging Face causal LM).
         cross_attention_every: default interval ``i`` for every ordered pair.
         pair_intervals: overrides keyed ``"query<-source"``, e.g. ``{"text<-speech": 1}``.
         input_projection: ``"paper"`` (``ReLU(MLP(e))``), ``"residual"``
@@ -37,7 +40,7 @@ class ZipperConfig:
         cross_rope_base: rotary base of the positioned cross-attention.
     """
 
-    towers: dict[str, DecoderConfig]
+    towers: dict[str, DecoderConfig | HFTowerConfig]
     cross_attention_every: int = 2
     pair_intervals: dict[str, int] = field(default_factory=dict)
     input_projection: str = "residual"
@@ -50,8 +53,11 @@ class ZipperConfig:
         if len(self.towers) < 2:
             raise ValueError(f"towers: Zipper needs at least 2 towers, got {list(self.towers)}")
         for name, cfg in self.towers.items():
-            if not isinstance(cfg, DecoderConfig):
-                raise ValueError(f"towers.{name} must be a DecoderConfig, got {type(cfg).__name__}")
+            if not isinstance(cfg, DecoderConfig | HFTowerConfig):
+                raise ValueError(
+                    f"towers.{name} must be a DecoderConfig or an HFTowerConfig, "
+                    f"got {type(cfg).__name__}"
+                )
             if not name.isidentifier():
                 raise ValueError(f"towers: name {name!r} must be a Python identifier")
         if self.input_projection not in INPUT_PROJECTIONS:
