@@ -122,3 +122,72 @@ def test_load_errors(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="format"):
         TextTokenizer.load(tmp_path / "other.json")
+
+
+def _byte_level(tmp_path: Path, sentences: list[str]) -> Path:
+    """A GPT-2-style byte-level BPE tokenizer.json with its specials after the merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(sentences, trainer=trainer)
+    tok.add_special_tokens(["<|pad|>", "<|bos|>", "<|eos|>"])  # ids 300, 301, 302
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def test_an_hf_tokenizer_keeps_its_ids_round_trips_and_saves(tmp_path, sentences) -> None:
+    path = _byte_level(tmp_path, sentences[:200])
+    ids = {"pad_id": 300, "bos_id": 301, "eos_id": 302}
+    tok = TextTokenizer.from_hf(path, **ids, alphabet="abcdefghijklmnopqrstuvwxyz'", vocab_size=320)
+    assert (tok.kind, tok.pad_id, tok.bos_id, tok.eos_id, tok.vocab_size) == (
+        "hf",
+        300,
+        301,
+        302,
+        320,
+    )
+    for s in sentences[:200]:
+        encoded = tok.encode(s, add_bos=True, add_eos=True)
+        assert encoded[0] == 301 and encoded[-1] == 302 and max(encoded[1:-1]) < 300
+        # specials and the model's padding rows (303-319, no token) decode to nothing
+        assert tok.decode([300, *encoded, 310]) == s
+    with pytest.raises(ValueError, match=r"cannot encode characters \['7'\]"):
+        tok.encode("room 7")
+    with pytest.raises(ValueError, match=r"outside \[0, 320\)"):
+        tok.decode([320])
+    tok.save(tmp_path / "saved.json")
+    again = TextTokenizer.load(tmp_path / "saved.json")
+    assert (again.kind, again.bos_id, again.vocab_size) == ("hf", 301, 320)
+    assert again.encode(sentences[0]) == tok.encode(sentences[0])
+    # the special ids are covered by the recorded hash
+    payload = json.loads((tmp_path / "saved.json").read_text())
+    payload["special_ids"] = [300, 302, 301]
+    (tmp_path / "saved.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        TextTokenizer.load(tmp_path / "saved.json")
+
+
+def test_an_hf_tokenizer_is_checked_against_its_ids_size_and_alphabet(tmp_path, sentences) -> None:
+    path = _byte_level(tmp_path, sentences[:200])
+    alphabet = "abcdefghijklmnopqrstuvwxyz'"
+    with pytest.raises(ValueError, match="three different ids"):
+        TextTokenizer.from_hf(path, pad_id=300, bos_id=301, eos_id=301, alphabet=alphabet)
+    with pytest.raises(ValueError, match="eos_id=400 is not an id of the tokenizer"):
+        TextTokenizer.from_hf(path, pad_id=300, bos_id=301, eos_id=400, alphabet=alphabet)
+    with pytest.raises(ValueError, match="vocab_size=100 is smaller than the tokenizer's 303"):
+        TextTokenizer.from_hf(
+            path, pad_id=300, bos_id=301, eos_id=302, alphabet=alphabet, vocab_size=100
+        )
+    # a character tokenizer of the experiment's own kind lacks "q": it cannot give it back
+    chars = TextTokenizer.characters("abc")
+    chars._tok.save(str(tmp_path / "chars.json"))
+    with pytest.raises(ValueError, match="does not give 'q' back"):
+        TextTokenizer.from_hf(
+            tmp_path / "chars.json", pad_id=0, bos_id=1, eos_id=2, alphabet="abcq"
+        )

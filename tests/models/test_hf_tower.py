@@ -353,3 +353,47 @@ def test_a_bad_hf_tower_field_in_a_saved_config_is_named(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match=r"Zipper: towers\.text\.bos_id: expected int, got '1'"):
         load_pretrained(tmp_path / "z")
+
+
+@pytest.mark.parametrize(("arch", "tied"), [("gpt2", True), ("llama", False)])
+def test_vocabulary_expansion_of_an_hf_tower_keeps_its_logits_and_round_trips(arch, tied, tmp_path):
+    from multitower.models.baseline import VocabExpansionLM, expand_vocabulary
+
+    hf = tiny_hf(arch, tie_word_embeddings=tied)
+    tower = tower_of(hf)
+    joint = expand_vocabulary(
+        tower, "text", {"speech": 30}, generator=torch.Generator().manual_seed(0)
+    ).eval()
+    assert (
+        joint.config.tower.vocab_size == VOCAB + 30 and joint.modalities["speech"].offset == VOCAB
+    )
+    tokens = torch.tensor([[BOS, 5, 6, 7, 8, EOS]])
+    with torch.no_grad():
+        logits = joint.tower(tokens)
+        assert torch.equal(logits[..., :VOCAB], hf(tokens).logits)  # old rows and weights kept
+    grown = [k for k, v in joint.tower.state_dict().items() if v.shape[0] == VOCAB + 30]
+    # GPT-2's head is its embedding; Llama's untied head grows too
+    assert sorted(grown) == sorted(
+        ["transformer.wte.weight", "lm_head.weight"]
+        if arch == "gpt2"
+        else ["model.embed_tokens.weight", "lm_head.weight"]
+    )
+    for key in grown:
+        new_rows = joint.tower.state_dict()[key][VOCAB:]
+        mean = tower.state_dict()[key].mean(0)
+        assert (new_rows - mean).abs().max() < 0.15  # mean + normal(0, 0.02) noise
+        assert new_rows.std(0).mean() > 0.005  # and not one repeated row
+    embed, head = (joint.tower.state_dict()[k] for k in grown)
+    assert torch.equal(embed, head) == tied
+    save_pretrained(joint, tmp_path / "joint")
+    again = load_pretrained(tmp_path / "joint", VocabExpansionLM).eval()
+    batch = collate_interleaved(
+        [[Segment("text", [5, 6]), Segment("speech", [3, 4, 5])]], joint.modalities
+    )
+    with torch.no_grad():
+        assert torch.equal(again(batch)["joint"], joint(batch)["joint"])
+    cached = generate(again, [[Segment("speech", [5, 6, 7])]], ["text"], max_new_tokens=6)
+    full = generate(
+        again, [[Segment("speech", [5, 6, 7])]], ["text"], max_new_tokens=6, use_cache=False
+    )
+    assert cached == full

@@ -67,6 +67,7 @@ def _saved_config(path: Path) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
+    from multitower.experiments.zipper_speech_text.hf_text_tower import check_text_tower_source
 
     raw = load_config(args.config, args.overrides)
     experiment = raw.pop("experiment", None)
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError([f"experiment: got {experiment!r}; allowed: {list(EXPERIMENTS)}"])
     # The whole config, model configs included, is checked before anything else is loaded.
     config = build_dataclass(SpeechTextConfig, raw, "")
+    check_text_tower_source(config)  # an HF text tower's folder, files, tokenizer and ids
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     jobs = args.jobs or free_cores()

@@ -5,7 +5,10 @@ modalities: the new embedding rows are appended after the old ones (which are
 kept), and every modality is told apart by an id offset. It consumes exactly the
 same interleaved examples as :class:`~multitower.models.zipper.Zipper` (all
 segments go, in their linear order, into the single tower ``"joint"``), so the two
-approaches are compared on identical data.
+approaches are compared on identical data. The tower is a
+:class:`~multitower.models.decoder.DecoderTower` or a Hugging Face causal LM
+(:class:`~multitower.models.hf_tower.HFTower`), whose embedding and untied head
+both grow.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 
 from multitower.interleave import Modality, TowerBatch
 from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.hf_tower import HFTower, HFTowerConfig
 
 JOINT = "joint"
 
@@ -34,7 +38,7 @@ class VocabExpansionConfig:
             pad/bos/eos = 0/1/2 of their own vocabulary.
     """
 
-    tower: DecoderConfig
+    tower: DecoderConfig | HFTowerConfig
     modality_vocab: dict[str, int]
 
     def __post_init__(self) -> None:
@@ -57,7 +61,11 @@ class VocabExpansionLM(nn.Module):
     def __init__(self, config: VocabExpansionConfig) -> None:
         super().__init__()
         self.config = config
-        self.tower = DecoderTower(config.tower)
+        self.tower: DecoderTower | HFTower = (
+            HFTower(config.tower)
+            if isinstance(config.tower, HFTowerConfig)
+            else DecoderTower(config.tower)
+        )
 
     @property
     def max_seq_lens(self) -> dict[str, int]:
@@ -106,8 +114,16 @@ class VocabExpansionLM(nn.Module):
         return {JOINT: self.tower(tb.tokens, positions=positions)}
 
 
+def _with_vocab_size(
+    config: DecoderConfig | HFTowerConfig, vocab_size: int
+) -> DecoderConfig | HFTowerConfig:
+    if isinstance(config, HFTowerConfig):
+        return replace(config, hf_config={**config.hf_config, "vocab_size": vocab_size})
+    return replace(config, vocab_size=vocab_size)
+
+
 def expand_vocabulary(
-    tower: DecoderTower,
+    tower: DecoderTower | HFTower,
     base_modality: str,
     new_modalities: Mapping[str, int],
     *,
@@ -115,29 +131,43 @@ def expand_vocabulary(
 ) -> VocabExpansionLM:
     """Build the baseline from a pre-trained tower.
 
-    The old embedding rows (and so the tied head) are copied unchanged; each new row
-    starts at the mean old embedding plus normal(0, 0.02) noise, which keeps the
-    initial output distribution close to the pre-trained one.
+    The old rows of every vocabulary-sized tensor (the embedding, and an HF model's
+    head when it is not tied to it) are copied unchanged; each new row starts at
+    the mean old row plus normal(0, 0.02) noise, which keeps the initial output
+    distribution close to the pre-trained one. Every other weight is copied.
 
     Args:
-        tower: the pre-trained base tower (e.g. text).
+        tower: the pre-trained base tower (e.g. text), a DecoderTower or an HFTower.
         base_modality: name of the tower's own modality.
         new_modalities: modality name -> vocabulary size to append.
     """
     if base_modality in new_modalities:
         raise ValueError(f"new_modalities must not contain the base modality {base_modality!r}")
     vocab = {base_modality: tower.config.vocab_size, **dict(new_modalities)}
-    joint_cfg = replace(tower.config, vocab_size=sum(vocab.values()))
+    joint_cfg = _with_vocab_size(tower.config, sum(vocab.values()))
     model = VocabExpansionLM(VocabExpansionConfig(joint_cfg, vocab))
-    state = {k: v for k, v in tower.state_dict().items() if k != "embed.weight"}
+    old_state, new_state = tower.state_dict(), model.tower.state_dict()
+    # The vocabulary-sized tensors are those whose shape changed (a tied head appears
+    # under both names and shares the embedding's storage).
+    grown = [k for k in new_state if k in old_state and new_state[k].shape != old_state[k].shape]
+    state = {k: v for k, v in old_state.items() if k not in grown}
     missing, unexpected = model.tower.load_state_dict(state, strict=False)
-    if unexpected or missing != ["embed.weight"]:
+    if unexpected or sorted(missing) != sorted(grown) or not grown:
         raise ValueError(f"expand_vocabulary: unexpected keys {unexpected}, missing {missing}")
+    done: set[int] = set()
     with torch.no_grad():
-        old = tower.embed.weight
-        new = model.tower.embed.weight
-        new[: old.shape[0]] = old
-        extra = new.shape[0] - old.shape[0]
-        noise = torch.randn(extra, old.shape[1], generator=generator) * 0.02
-        new[old.shape[0] :] = old.mean(0, keepdim=True) + noise.to(old)
+        for key in grown:
+            old, new = old_state[key], new_state[key]
+            if new.shape[1:] != old.shape[1:] or new.shape[0] != joint_cfg.vocab_size:
+                raise ValueError(
+                    f"expand_vocabulary: {key} has shape {list(old.shape)}, which is not "
+                    f"(vocab_size, ...) with vocab_size {tower.config.vocab_size}"
+                )
+            if new.data_ptr() in done:  # tied to a tensor already filled
+                continue
+            done.add(new.data_ptr())
+            new[: old.shape[0]] = old
+            extra = new.shape[0] - old.shape[0]
+            noise = torch.randn(extra, *old.shape[1:], generator=generator) * 0.02
+            new[old.shape[0] :] = old.mean(0, keepdim=True) + noise.to(old)
     return model

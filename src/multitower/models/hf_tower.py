@@ -301,11 +301,18 @@ class HFTower(nn.Module):
     def caches_enabled(self) -> bool:
         return self.kv_caches is not None
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Next-token logits of whole sequences ``(B, T) -> (B, T, V)`` (no cache)."""
-        h = self.embed_tokens(tokens)
+    def forward(
+        self, tokens: torch.Tensor, *, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Next-token logits ``(B, T) -> (B, T, V)``.
+
+        Args:
+            positions: ``(B, T)`` token positions (default ``arange(T)``); required with
+                caches set up, where they are also the cache slots (see :meth:`run_block`).
+        """
+        h = self.embed_tokens(tokens, positions)
         for i in range(self.config.num_layers):
-            h = self.run_block(i, h)
+            h = self.run_block(i, h, positions=positions)
         return self.head(h)
 
 

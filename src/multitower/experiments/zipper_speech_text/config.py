@@ -251,6 +251,12 @@ class SpeechTextConfig:
     # shared time axis (fusion.position_scales: speech 1, text = units per text
     # token of the pairs fine-tuned on); "none": position-free (the paper's)
     cross_attention_positions: str = "none"
+    # A local Hugging Face causal LM folder (config.json, *.safetensors, tokenizer.json)
+    # used as the text tower instead of pre-training one (hf_text_tower.py): its
+    # tokenizer.json replaces text_tokenizer; text_tower and pretrain_text are unused.
+    text_tower_source: str | None = None
+    # its pad_id / bos_id / eos_id where they should not be config.json's *_token_id
+    text_tower_special_ids: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in self.fractions:
@@ -290,6 +296,15 @@ class SpeechTextConfig:
                 "fusion.position_scales and cross_attention_positions=time both place the "
                 "tokens in time: set one of them"
             )
+        if self.text_tower_source is not None and not self.text_tower_source.strip():
+            raise ValueError("text_tower_source must be a folder path or null, got ''")
+        unknown = sorted(set(self.text_tower_special_ids) - {"pad_id", "bos_id", "eos_id"})
+        if unknown:
+            raise ValueError(
+                f"text_tower_special_ids: unknown key(s) {unknown}; allowed: pad_id, bos_id, eos_id"
+            )
+        if self.text_tower_special_ids and self.text_tower_source is None:
+            raise ValueError("text_tower_special_ids needs text_tower_source (an HF model folder)")
         towers = {"speech": self.speech_tower, "text": self.text_tower}
         if self.fusion.towers != towers:  # built in Python with other towers: check against them
             try:

@@ -7,7 +7,8 @@ skipped on a re-run; an interrupted training resumes from its last checkpoint)::
                 (splits: unaligned speech, aligned pairs, held-out test)
     tokenizers  BPE text tokenizer on the text corpus; k-means speech units
                 fitted on the unaligned speech only
-    pretrain    text tower on text, speech tower on speech units
+    pretrain    text tower on text, speech tower on speech units (or the text tower is
+                a local Hugging Face causal LM, ``text_tower_source``: hf_text_tower.py)
     recognizer  the TTS scorer: a fixed unit->character CTC recogniser trained once
                 on the aligned pairs (minus the held-out ones) and its beam-search
                 decoder (lexicon + word n-gram LM of the text corpus, weights tuned
@@ -42,6 +43,7 @@ from multitower.data.speech.units import SpeechUnitTokenizer
 from multitower.data.speech_config import SpeechCorpusConfig
 from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
+from multitower.experiments.zipper_speech_text import hf_text_tower
 from multitower.experiments.zipper_speech_text.config import (
     SYSTEMS,
     SpeechTextConfig,
@@ -57,6 +59,7 @@ from multitower.experiments.zipper_speech_text.pairs import (
 from multitower.io import write_text_atomic
 from multitower.models.baseline import expand_vocabulary
 from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.hf_tower import HFTower
 from multitower.models.pretrained import load_pretrained, save_pretrained
 from multitower.models.zipper import Zipper, ZipperConfig
 from multitower.progress import run_log
@@ -68,7 +71,11 @@ UNIT_OFFSET = 3  # speech tower ids: 0 pad, 1 bos, 2 eos, then units
 
 
 def build_system(
-    system: str, text: DecoderTower, speech: DecoderTower, fusion: ZipperConfig, seed: int
+    system: str,
+    text: DecoderTower | HFTower,
+    speech: DecoderTower,
+    fusion: ZipperConfig,
+    seed: int,
 ) -> nn.Module:
     """A system to fine-tune, initialised from the pre-trained towers (see :data:`SYSTEMS`).
 
@@ -181,6 +188,8 @@ class SpeechTextExperiment:
         return path.read_text().splitlines()
 
     def text_tokenizer(self, sentences: list[str]) -> TextTokenizer:
+        if self.cfg.text_tower_source is not None:  # the HF model's own
+            return hf_text_tower.text_tokenizer(self.cfg, self.run_dir, self.stages)
         path = self.run_dir / "text" / "tokenizer.json"
         if not self.stages.get("text_tokenizer"):
             t = self.cfg.text_tokenizer
@@ -267,6 +276,15 @@ class SpeechTextExperiment:
         return [(list(u), t) for u, t in json.loads(path.read_text())]
 
     # -- models ------------------------------------------------------------------------------
+    def text_tower(self, text_tok: TextTokenizer, sentences: list[str]) -> DecoderTower | HFTower:
+        """The text tower: pre-trained on ``sentences``, or read from ``text_tower_source``."""
+        cfg = self.cfg
+        if cfg.text_tower_source is not None:
+            return hf_text_tower.load_text_tower(cfg, text_tok, self.stages)
+        text_cfg = tower_config(cfg.text_tower, text_tok.vocab_size)
+        sequences = [text_tok.encode(s) for s in sentences]
+        return self.pretrain("text", text_cfg, sequences, cfg.pretrain_text, cfg.seed)
+
     def pretrain(
         self,
         name: str,
@@ -421,7 +439,6 @@ class SpeechTextExperiment:
         unit_tok = self.unit_tokenizer(splits["unaligned"])
         units = self.encode_units(unit_tok, splits)
         speech_vocab = unit_tok.vocab_size + UNIT_OFFSET
-        text_cfg = tower_config(cfg.text_tower, text_tok.vocab_size)
         speech_cfg = tower_config(cfg.speech_tower, speech_vocab)
         speech_args = ("speech", speech_cfg, units["unaligned"], cfg.pretrain_speech, cfg.seed + 1)
         # The speech tower, the longest stage before fine-tuning, trains in a worker
@@ -438,13 +455,7 @@ class SpeechTextExperiment:
                 self.quiet,
             )
         try:
-            text_tower = self.pretrain(
-                "text",
-                text_cfg,
-                [text_tok.encode(s) for s in sentences],
-                cfg.pretrain_text,
-                cfg.seed,
-            )
+            text_tower = self.text_tower(text_tok, sentences)
             rest = self._prepare_pairs(splits, units, text_tok, sentences, unit_tok, speech_vocab)
             if speech_job is not None:
                 speech_job.result()
@@ -606,6 +617,7 @@ class SpeechTextExperiment:
             torch.set_num_threads(max(1, torch.get_num_threads() // jobs))
         t0 = time.time()
         cfg = self.cfg
+        hf_text_tower.check_text_tower_source(cfg)  # before any stage: a bad folder fails fast
         self.stages.plan(self.plan())
         prep = self.prepare()
         todo = [
@@ -683,7 +695,7 @@ class Prepared:
     """What every fine-tune needs, from :meth:`SpeechTextExperiment.prepare`."""
 
     text_tok: TextTokenizer
-    text_tower: DecoderTower
+    text_tower: DecoderTower | HFTower
     speech_tower: DecoderTower
     aligned: list[tuple[list[int], list[int]]]  # (speech ids, text ids)
     pool: list[int]  # indices into aligned that fractions take their prefixes of
