@@ -45,7 +45,6 @@ from multitower.data.text import normalize_text, read_text_file, read_wordnet_ex
 from multitower.data.tokenizer import TextTokenizer
 from multitower.experiments.zipper_speech_text import hf_text_tower
 from multitower.experiments.zipper_speech_text.config import (
-    SYSTEMS,
     SpeechTextConfig,
     tower_config,
 )
@@ -56,85 +55,22 @@ from multitower.experiments.zipper_speech_text.pairs import (
     interleaved_collate,
     mean_loss,
 )
+from multitower.experiments.zipper_speech_text.systems import (
+    build_system,
+    evaluation_pairs,
+    finetune_config,
+    time_scales,
+)
 from multitower.io import write_text_atomic
-from multitower.models.baseline import expand_vocabulary
 from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.models.hf_tower import HFTower
 from multitower.models.pretrained import load_pretrained, save_pretrained
-from multitower.models.zipper import Zipper, ZipperConfig
 from multitower.progress import run_log
 from multitower.train.stages import BestCheckpoint, Stages, log, train_resumable
 from multitower.train.task import NextTokenTask
 from multitower.train.trainer import TrainConfig
 
 UNIT_OFFSET = 3  # speech tower ids: 0 pad, 1 bos, 2 eos, then units
-
-
-def build_system(
-    system: str,
-    text: DecoderTower | HFTower,
-    speech: DecoderTower,
-    fusion: ZipperConfig,
-    seed: int,
-) -> nn.Module:
-    """A system to fine-tune, initialised from the pre-trained towers (see :data:`SYSTEMS`).
-
-    ``fusion`` gives the Zipper's fusion settings; its towers are replaced by the
-    pre-trained towers' configs.
-    """
-    spec = SYSTEMS[system]
-    if spec["kind"] == "baseline":
-        generator = torch.Generator().manual_seed(seed)
-        return expand_vocabulary(
-            text, "text", {"speech": speech.config.vocab_size}, generator=generator
-        )
-    zcfg = replace(fusion, towers={"speech": speech.config, "text": text.config})
-    torch.manual_seed(seed)
-    model = Zipper(zcfg)
-    model.load_tower("text", text)
-    model.load_tower("speech", speech)
-    model.freeze_towers(spec["freeze"])
-    return model
-
-
-def time_scales(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
-    """``fusion.position_scales`` that put both towers on the speech's time axis:
-    speech 1, text the mean number of speech ids per text id of ``pairs``
-    (``(speech ids, text ids)``, bos and eos counted in both)."""
-    speech = sum(len(u) + 2 for u, _ in pairs)
-    text = sum(len(t) + 2 for _, t in pairs)
-    return {"speech": 1.0, "text": speech / text}
-
-
-def evaluation_pairs(
-    splits: dict[str, list[tuple[str, str, Path]]],
-    units: dict[str, list[list[int]]],
-    text_tok: TextTokenizer,
-    max_test: int,
-) -> tuple[list[tuple[list[int], list[int]]], list[str]]:
-    """The evaluated test utterances: ``(speech ids, text ids)`` pairs and their transcripts.
-
-    Args:
-        splits: :meth:`SpeechTextExperiment.corpus`.
-        units: speech-tower ids per split (:meth:`SpeechTextExperiment.encode_units`).
-        text_tok: the text tokenizer.
-        max_test: the first this many test utterances are evaluated.
-    """
-    items = splits["test"][:max_test]
-    pairs = [(u, text_tok.encode(t)) for u, (_, t, _) in zip(units["test"], items)]
-    return pairs, [t for _, t, _ in items]
-
-
-def finetune_config(system: str, cfg: TrainConfig) -> TrainConfig:
-    """Fine-tuning settings of one system.
-
-    The baseline has no fusion parameters: what Zipper learns in its fusion layers
-    (at ``fusion_lr``) the baseline must learn in its shared tower and new
-    embedding rows, so it trains every parameter at ``fusion_lr`` (when set).
-    """
-    if SYSTEMS[system]["kind"] == "baseline" and cfg.fusion_lr is not None:
-        return replace(cfg, lr=cfg.fusion_lr, fusion_lr=None, gate_lr=None)
-    return cfg
 
 
 class SpeechTextExperiment:
