@@ -34,6 +34,11 @@ MOVED = [
         "multitower.models.unit_recognizer",
         ("UnitRecognizerConfig",),
     ),
+    (
+        "multitower.models.video_config",
+        "multitower.models.video",
+        ("TubeSpec", "VideoConfig", "default_tubes", "tube_token_count"),
+    ),
     ("multitower.train.train_config", "multitower.train.trainer", ("TrainConfig",)),
     ("multitower.train.train_config", "multitower.train.distributed", ("DISTRIBUTED_MODES",)),
     ("multitower.data.speech_config", "multitower.data.speech.units", ("UnitConfig",)),

@@ -141,5 +141,24 @@ class ViT(nn.Module):
         x = self.patch_embed(images.to(self.patch_embed.weight.dtype))  # (B, D, S/p, S/p)
         x = x.flatten(2).transpose(1, 2)  # (B, N, D), patches in row-major order
         x = x + self.pos_embed  # (B, N, D)
-        x = self.blocks(x, causal=False)  # (B, N, D)
+        return self.encode_tokens(x)
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The transformer trunk on already embedded tokens (positions added).
+
+        Video encoders (:mod:`multitower.models.video`) embed tubes or frames
+        themselves and call this: the blocks (bidirectional) and the final norm.
+
+        Args:
+            tokens: ``(B, N, d_model)``; ``N`` may be any length.
+
+        Returns:
+            ``(B, N, d_model)`` after the final norm.
+        """
+        if tokens.dim() != 3 or tokens.shape[-1] != self.config.d_model:
+            raise ValueError(
+                f"ViT.encode_tokens expects (B, N, {self.config.d_model}) tokens, "
+                f"got {tuple(tokens.shape)}"
+            )
+        x = self.blocks(tokens, causal=False)  # (B, N, D)
         return self.norm(x)

@@ -1,0 +1,344 @@
+"""MaMMUT on video: sparse video tubes through the same ViT (spec, "Video"; TubeViT arXiv 2212.03229).
+
+Two ways to turn a clip ``(B, F, C, H, W)`` into tokens for the text decoder,
+both through the image ViT of a :class:`~multitower.models.mammut.MaMMUT`::
+
+    tubes  (the whole clip through the ViT once)
+      clip -> for each TubeSpec: strided 3-D conv with a kernel derived from the
+              ViT's 2-D patch embedding                       (B, n_tube, D)
+           -> concatenate the tubes                           (B, N, D), N = sum of n_tube
+           -> + fixed sin/cos positions at the tube centres in (t, y, x)
+           -> ViT blocks + final norm, ONE sequence per clip  (B, N, D)
+
+    frames (the baseline: every frame through the ViT on its own)
+      clip -> ViT patch embedding of each frame               (B * F, n, D), n = (S / p)^2
+           -> + the same sin/cos positions (the 2-D tube at every frame)
+           -> ViT blocks + final norm, one sequence per FRAME (B * F, n, D)
+           -> concatenate the frames                          (B, F * n, D)
+
+The tube kernels have no parameters of their own: at every forward they are
+computed from the ViT's ``patch_embed`` (``(D, C, p, p)`` weight and its bias),
+so an image-trained ViT encodes clips without re-initialising anything and
+training on video updates the image patch embedding. :func:`tube_kernel` resizes
+the 2-D kernel to the tube's ``(h, w)`` (bilinear, antialiased when shrinking),
+rescales it by ``p^2 / (h w)``, shifts it so its sum over pixels is exactly the
+2-D kernel's, and spreads it evenly over ``t`` frames
+(divided by ``t``), so a clip of one constant colour gives the same token from
+every tube as from the image patch. A ``1 x p x p`` tube at stride ``p`` is the
+image patching exactly.
+
+Neither encoder uses the ViT's learned 2-D position embedding: video tokens get
+fixed sin/cos positions at their centres (:func:`sincos_positions`), as TubeViT.
+For retrieval the video embedding is the mean of the tokens, projected
+(:meth:`MaMMUTVideo.encode_video`, the same pooling as images); captioning and
+QA cross-attend to all of them through the unchanged decoder, so
+:mod:`multitower.generation.captioning` decodes video as it decodes images
+(pass ``model.mammut`` and ``model.video_tokens(clip)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multitower.models.mammut import ImageKV, MaMMUT, MaMMUTOutput
+from multitower.models.video_config import (
+    TUBEVIT_TUBES,
+    VIDEO_ENCODERS,
+    TubeSpec,
+    VideoConfig,
+    default_tubes,
+    tube_token_count,
+)
+from multitower.models.vit import ViT, ViTConfig
+
+__all__ = [
+    "TUBEVIT_TUBES",
+    "VIDEO_ENCODERS",
+    "FrameVideoEncoder",
+    "MaMMUTVideo",
+    "TubeSpec",
+    "TubeVideoEncoder",
+    "VideoConfig",
+    "check_video",
+    "default_tubes",
+    "sincos_positions",
+    "tube_centres",
+    "tube_kernel",
+    "tube_token_count",
+    "tube_tokens",
+]
+
+
+def check_video(video: torch.Tensor, config: ViTConfig) -> None:
+    """Raise a clear ``ValueError`` unless ``video`` is a float ``(B, F, C, S, S)`` clip batch."""
+    expected = (config.channels, config.image_size, config.image_size)
+    if video.dim() != 5:
+        raise ValueError(
+            f"video must have shape (B, F, {', '.join(map(str, expected))}) "
+            f"(batch, frames, channels, height, width), got {tuple(video.shape)}"
+        )
+    if video.shape[1] == 0:
+        raise ValueError(f"video has zero frames: shape {tuple(video.shape)}")
+    if tuple(video.shape[2:]) != expected:
+        raise ValueError(
+            f"video frames must be (C, H, W) = {expected} for this ViT, got "
+            f"{tuple(video.shape[2:])} (video shape {tuple(video.shape)})"
+        )
+    if not video.is_floating_point():
+        raise ValueError(f"video must hold float pixels, got {video.dtype}")
+
+
+def tube_kernel(weight: torch.Tensor, kernel: Sequence[int]) -> torch.Tensor:
+    """A 3-D tube kernel derived from a 2-D patch-embedding kernel.
+
+    Args:
+        weight: ``(D, C, p_h, p_w)`` Conv2d weight of the image patch embedding.
+        kernel: the tube's ``(t, h, w)``.
+
+    Returns:
+        ``(D, C, t, h, w)``: the weight resized to ``(h, w)`` (bilinear), scaled by
+        ``p_h p_w / (h w)`` and shifted so that its sum over pixels equals the
+        2-D kernel's exactly, then repeated over ``t``
+        frames and divided by ``t``. ``(1, p_h, p_w)`` returns the weight itself.
+    """
+    kt, kh, kw = (int(k) for k in kernel)
+    _, _, ph, pw = weight.shape
+    w = weight
+    if (kh, kw) != (ph, pw):
+        w = F.interpolate(w, size=(kh, kw), mode="bilinear", align_corners=False, antialias=True)
+        w = w * (ph * pw / (kh * kw))  # (D, C, h, w)
+        # Interpolation keeps the sum over pixels only roughly; shift every pixel
+        # by the same amount so it is kept exactly (a flat colour reads the same).
+        gap = weight.sum(dim=(2, 3), keepdim=True) - w.sum(dim=(2, 3), keepdim=True)
+        w = w + gap / (kh * kw)
+    w = w.unsqueeze(2)  # (D, C, 1, h, w)
+    if kt == 1:
+        return w
+    return w.expand(-1, -1, kt, -1, -1) / kt  # (D, C, t, h, w)
+
+
+def tube_centres(tube: TubeSpec, clip: Sequence[int]) -> torch.Tensor:
+    """``(n_t * n_y * n_x, 3)`` float64 centres ``(t, y, x)`` of the tube's boxes, t-major order.
+
+    Along each axis the centre of box ``i`` is ``offset + i * stride + (kernel - 1) / 2``
+    (frames, pixels, pixels).
+    """
+    n = tube.grid(clip)
+    axes = [
+        o + torch.arange(count, dtype=torch.float64) * s + (k - 1) / 2
+        for count, k, s, o in zip(n, tube.kernel, tube.stride, tube.offset)
+    ]
+    t, y, x = torch.meshgrid(*axes, indexing="ij")  # each (n_t, n_y, n_x)
+    return torch.stack([t, y, x], dim=-1).reshape(-1, 3)
+
+
+def sincos_positions(centres: torch.Tensor, dim: int, *, patch_size: int) -> torch.Tensor:
+    """Fixed sin/cos embeddings ``(N, dim)`` of 3-D centres ``(N, 3)`` = ``(t, y, x)``.
+
+    ``t`` is measured in frames, ``y`` and ``x`` in patches (pixels / ``patch_size``).
+    Each axis gets ``f = dim // 6`` frequencies ``omega_j = 10000^(-j / f)`` and
+    contributes ``[sin(c omega), cos(c omega)]`` (``2 f`` dims), in the order t, y, x;
+    the ``dim - 6 f`` dims left over are zero.
+
+    Raises:
+        ValueError: ``dim < 6``.
+    """
+    if dim < 6:
+        raise ValueError(f"sin/cos positions over (t, y, x) need dim >= 6, got {dim}")
+    f = dim // 6
+    coords = centres.to(torch.float64) / torch.tensor([1.0, patch_size, patch_size])  # (N, 3)
+    omega = 10000.0 ** (-torch.arange(f, dtype=torch.float64) / f)  # (f,)
+    parts = []
+    for axis in range(3):
+        angles = coords[:, axis : axis + 1] * omega  # (N, f)
+        parts += [angles.sin(), angles.cos()]
+    out = torch.cat(parts, dim=1)  # (N, 6 f)
+    return F.pad(out, (0, dim - 6 * f))  # (N, dim)
+
+
+def tube_tokens(
+    video: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    tubes: Sequence[TubeSpec],
+) -> torch.Tensor:
+    """Project every tube of a clip batch to tokens (no positions yet).
+
+    Args:
+        video: ``(B, F, C, H, W)``.
+        weight: ``(D, C, p, p)`` image patch-embedding weight; bias ``(D,)`` or None.
+        tubes: the tube shapes.
+
+    Returns:
+        ``(B, N, D)``, tubes in order, each tube's boxes t-major then y then x
+        (the order of :func:`tube_centres`).
+
+    Raises:
+        ValueError: a tube does not fit in the clip (the message names it).
+    """
+    B, n_frames, C, H, W = video.shape
+    video = video.to(weight.dtype)
+    out = []
+    for tube in tubes:
+        n_t, n_y, n_x = tube.grid((n_frames, H, W))
+        (kt, _, _), (st, sy, sx), (ot, oy, ox) = tube.kernel, tube.stride, tube.offset
+        if kt == 1:
+            # One frame per box: a plain 2-D patching of the frames it visits.
+            frames = video[:, ot : ot + (n_t - 1) * st + 1 : st]  # (B, n_t, C, H, W)
+            frames = frames.reshape(B * n_t, C, H, W)[:, :, oy:, ox:]
+            w = tube_kernel(weight, tube.kernel)[:, :, 0]  # (D, C, h, w)
+            x = F.conv2d(frames, w, bias, stride=(sy, sx))  # (B * n_t, D, n_y, n_x)
+            x = x.reshape(B, n_t, -1, n_y, n_x).permute(0, 1, 3, 4, 2)  # (B, n_t, n_y, n_x, D)
+            out.append(x.reshape(B, n_t * n_y * n_x, -1))
+        else:
+            clip = video[:, ot:, :, oy:, ox:].permute(0, 2, 1, 3, 4)  # (B, C, F', H', W')
+            w = tube_kernel(weight, tube.kernel)  # (D, C, t, h, w)
+            x = F.conv3d(clip, w, bias, stride=tube.stride)  # (B, D, n_t, n_y, n_x)
+            out.append(x.flatten(2).transpose(1, 2))  # (B, n, D)
+    return torch.cat(out, dim=1)  # (B, N, D)
+
+
+def _tube_positions(
+    tubes: Sequence[TubeSpec], clip: Sequence[int], dim: int, patch_size: int, like: torch.Tensor
+) -> torch.Tensor:
+    centres = torch.cat([tube_centres(t, clip) for t in tubes])  # (N, 3)
+    return sincos_positions(centres, dim, patch_size=patch_size).to(like)  # (N, D)
+
+
+class TubeVideoEncoder(nn.Module):
+    """Sparse tubes: ``(B, F, C, S, S)`` -> ``(B, N, D)``, one ViT sequence per clip.
+
+    Holds no parameters: the kernels come from the ViT passed to :meth:`forward`.
+
+    Args:
+        tubes: the tube shapes (see :func:`default_tubes`).
+    """
+
+    def __init__(self, tubes: Sequence[TubeSpec]) -> None:
+        super().__init__()
+        if not tubes:
+            raise ValueError("TubeVideoEncoder needs at least one tube")
+        self.tubes = tuple(tubes)
+
+    def num_tokens(self, clip: Sequence[int]) -> int:
+        """Tokens per clip of ``(F, H, W)``: the sum over tubes of ``n_t n_y n_x``."""
+        return tube_token_count(self.tubes, clip)
+
+    def forward(self, vit: ViT, video: torch.Tensor) -> torch.Tensor:
+        check_video(video, vit.config)
+        clip = tuple(video.shape[1:2]) + tuple(video.shape[3:])  # (F, H, W)
+        embed = vit.patch_embed
+        x = tube_tokens(video, embed.weight, embed.bias, self.tubes)  # (B, N, D)
+        x = x + _tube_positions(self.tubes, clip, x.shape[-1], vit.config.patch_size, x)
+        return vit.encode_tokens(x)  # (B, N, D): the whole clip in one sequence
+
+
+class FrameVideoEncoder(nn.Module):
+    """Per-frame baseline: ``(B, F, C, S, S)`` -> ``(B, F * n, D)``, one ViT sequence per frame.
+
+    Every frame is patched by the ViT's own patch embedding and encoded on its
+    own (attention never crosses frames); the frames' tokens are concatenated in
+    time order. Positions are the tube encoder's sin/cos at the patch centres
+    ``(t, y, x)``, so the decoder can tell the frames apart.
+    """
+
+    def num_tokens(self, clip: Sequence[int], patch_size: int) -> int:
+        n_frames, height, width = clip
+        return n_frames * (height // patch_size) * (width // patch_size)
+
+    def forward(self, vit: ViT, video: torch.Tensor) -> torch.Tensor:
+        check_video(video, vit.config)
+        B, n_frames, C, H, W = video.shape
+        p = vit.config.patch_size
+        frames = video.reshape(B * n_frames, C, H, W).to(vit.patch_embed.weight.dtype)
+        x = vit.patch_embed(frames).flatten(2).transpose(1, 2)  # (B * F, n, D)
+        n, D = x.shape[1], x.shape[2]
+        patch = TubeSpec((1, p, p), (1, p, p))
+        positions = _tube_positions((patch,), (n_frames, H, W), D, p, x)  # (F * n, D)
+        x = x + positions.reshape(1, n_frames, n, D).expand(B, -1, -1, -1).reshape(-1, n, D)
+        x = vit.encode_tokens(x)  # (B * F, n, D): every frame its own sequence
+        return x.reshape(B, n_frames * n, D)
+
+
+class MaMMUTVideo(nn.Module):
+    """A MaMMUT model reading clips: a video encoder in front of the unchanged image-text model.
+
+    Args:
+        mammut: the image MaMMUT (fresh or trained); its ViT encodes the clips.
+        video: which encoder and how many frames.
+
+    Raises:
+        ValueError: a configured tube does not fit in ``num_frames x S x S``.
+    """
+
+    def __init__(self, mammut: MaMMUT, video: VideoConfig) -> None:
+        super().__init__()
+        self.mammut = mammut
+        self.video_config = video
+        vision = mammut.config.vision
+        self.clip_shape = (video.num_frames, vision.image_size, vision.image_size)
+        self.encoder: TubeVideoEncoder | FrameVideoEncoder
+        if video.encoder == "tubes":
+            self.encoder = TubeVideoEncoder(video.tube_list(vision.patch_size))
+            self.encoder.num_tokens(self.clip_shape)  # raises when a tube does not fit
+        else:
+            self.encoder = FrameVideoEncoder()
+
+    @property
+    def num_tokens(self) -> int:
+        """Video tokens per clip of ``num_frames`` frames."""
+        if isinstance(self.encoder, TubeVideoEncoder):
+            return self.encoder.num_tokens(self.clip_shape)
+        return self.encoder.num_tokens(self.clip_shape, self.mammut.config.vision.patch_size)
+
+    def video_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, F, C, S, S)`` clips -> ``(B, N, Dv)`` tokens for cross-attention."""
+        return self.encoder(self.mammut.vision, video)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, F, C, S, S)`` -> ``(B, E)`` L2-normalised embeddings: mean of the tokens, projected."""
+        return self.mammut.pool_image(self.video_tokens(video))
+
+    def encode_text(
+        self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The contrastive text pass of the shared decoder (:meth:`MaMMUT.encode_text`)."""
+        return self.mammut.encode_text(tokens, padding_mask)
+
+    def caption_logits(
+        self,
+        video: torch.Tensor | ImageKV,
+        tokens: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Generative pass on video tokens ``(B, N, Dv)`` (from :meth:`video_tokens`) or their KV."""
+        return self.mammut.caption_logits(video, tokens, positions=positions)
+
+    def forward(
+        self,
+        video: torch.Tensor,
+        text_tokens: torch.Tensor,
+        caption_tokens: torch.Tensor,
+        *,
+        text_padding_mask: torch.Tensor | None = None,
+        contrastive_first: bool = True,
+    ) -> MaMMUTOutput:
+        """Both training passes over a batch of clips; the video encoder runs once.
+
+        Args: as :meth:`MaMMUT.forward`, with ``video`` ``(B, F, C, S, S)`` for images.
+        """
+        m = self.mammut
+        tokens = self.video_tokens(video)  # (B, N, Dv)
+        video_features = m.pool_image(tokens)  # (B, E)
+        if contrastive_first:
+            text_features = m.encode_text(text_tokens, text_padding_mask)
+            logits = m.caption_logits(tokens, caption_tokens)
+        else:
+            logits = m.caption_logits(tokens, caption_tokens)
+            text_features = m.encode_text(text_tokens, text_padding_mask)
+        return MaMMUTOutput(video_features, text_features, logits, m.logit_scale_value())
