@@ -3,9 +3,10 @@
 Run:  python benchmarks/decode_profile.py [--config small] [--tokens 64]
 
 Profiles greedy generation of ``--tokens`` speech tokens from a text prompt at the
-``benchmarks/zipper_step.py`` sizes and divides by the number of tokens. A host sync
-is an ``aten::_local_scalar_dense`` call (what ``.item()``, ``int(t)``, ``bool(t)``
-and ``.tolist()`` run). The last line is machine readable:
+``benchmarks/zipper_step.py`` sizes and divides by the number of steps fed (bos,
+content, eos; the prompt's prefill is counted in). A host sync is a call that reads
+a tensor's values back (``.item()``, ``.tolist()``, ``bool(t)``, ``int(t)``,
+``float(t)``), counted by wrapping those methods. The last line is machine readable:
   aten_calls_per_token=<n> syncs_per_token=<n> cached_ms_per_token=<t>
 (the last: median of ``--repeats`` timed runs without the profiler).
 """
