@@ -6,9 +6,16 @@ For each config, one process times (median of interleaved repetitions):
   * a training step (forward, backward, AdamW) of the two towers trained alone on
     their own token sequences, and of Zipper (cross-attention every 2nd layer in
     both directions) on the same sequences;
-  * greedy generation of 256 new speech tokens with and without the KV caches.
+  * greedy generation of 256 new speech tokens with and without the KV caches,
+    the two alternating (the cache speedup is the median of paired ratios, with
+    their min-max spread);
+  * this machine's memory bandwidth (a large tensor copy), and the cached decoding
+    speed as a fraction of what it allows: the bytes of the weights a speech step
+    reads (speech tower, its fusion blocks and input projection) plus the filled
+    caches it attends (averaged over the decode), over the bandwidth, divided by the
+    measured time per token.
 The last line is machine readable and reports the largest config run:
-  zipper_over_towers=<ratio> cache_speedup=<ratio>
+  zipper_over_towers=<ratio> cache_speedup=<ratio> decode_fraction_of_bandwidth=<r>
 """
 
 from __future__ import annotations
@@ -66,14 +73,28 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def memory_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+    """Bytes per second of copying a ``mib`` MiB float32 tensor (read + write), median."""
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up: pages touched
+    times = [timed(lambda: dst.copy_(src)) for _ in range(repeats)]
+    return 2 * src.numel() * src.element_size() / statistics.median(times)
+
+
+def speech_step_bytes(model: Zipper, text_len: int, new: int) -> float:
+    """Bytes one cached speech step reads: its weights and the filled caches it attends,
+    averaged over ``new`` steps after a ``text_len``-token text prompt."""
+    weights = [p for n, p in model.named_parameters() if n.startswith("towers.speech.")]
+    weights += [p for n, p in model.named_parameters() if "speech_from_text" in n]
+    weights += [p for n, p in model.named_parameters() if n.startswith("fusion.input_proj.speech")]
+    weight_bytes = sum(p.numel() * p.element_size() for p in weights)
+    cfg = model.config.towers["speech"]
+    blocks = [p for p in model.points if p.query == "speech"]
+    per_slot = 2 * cfg.d_model * 4  # keys and values, float32
+    mean_self = (new + 2) / 2  # slots filled, averaged over the decode
+    cache_bytes = per_slot * (cfg.num_layers * mean_self + len(blocks) * text_len)
+    return weight_bytes + cache_bytes
 
 
 def bench_config(name: str, repeats: int, fusion_mlp_ratio: float) -> dict[str, float]:
@@ -112,15 +133,28 @@ def bench_config(name: str, repeats: int, fusion_mlp_ratio: float) -> dict[str, 
         )
         assert len(out[0][0].tokens) == new
 
-    t_cached = median_time(lambda: gen(True), max(1, repeats // 2))
-    t_full = median_time(lambda: gen(False), 1)
+    gen(True)  # warm-up
+    gen(False)
+    cached_times, full_times = [], []
+    for _ in range(max(1, repeats // 2)):  # alternate so drift hits both alike
+        cached_times.append(timed(lambda: gen(True)))
+        full_times.append(timed(lambda: gen(False)))
+    ratios = [f / c for f, c in zip(full_times, cached_times)]
+    t_cached = statistics.median(cached_times)
+    t_full = statistics.median(full_times)
+    bandwidth = memory_bandwidth()
+    step_bytes = speech_step_bytes(model, len(prompts[0][0].tokens) + 2, new)
     return {
         "zipper_step_s": t_zip,
         "towers_step_s": t_towers,
         "zipper_over_towers": t_zip / t_towers,
         "cached_tok_per_s": new / t_cached,
         "uncached_tok_per_s": new / t_full,
-        "cache_speedup": t_full / t_cached,
+        "cache_speedup": statistics.median(ratios),
+        "cache_speedup_min": min(ratios),
+        "cache_speedup_max": max(ratios),
+        "bandwidth_gb_s": bandwidth / 1e9,
+        "decode_fraction_of_bandwidth": step_bytes / bandwidth / (t_cached / (new + 2)),
     }
 
 
@@ -143,10 +177,15 @@ def main() -> None:
         print(
             f"{name:8} {result['towers_step_s'] * 1e3:10.1f}ms {result['zipper_step_s'] * 1e3:10.1f}ms "
             f"{result['zipper_over_towers']:6.2f} {result['cached_tok_per_s']:13.1f} "
-            f"{result['uncached_tok_per_s']:15.1f} {result['cache_speedup']:8.1f}"
+            f"{result['uncached_tok_per_s']:15.1f} {result['cache_speedup']:8.1f} "
+            f"(paired {result['cache_speedup_min']:.1f}-{result['cache_speedup_max']:.1f}; "
+            f"bandwidth {result['bandwidth_gb_s']:.1f} GB/s, decode at "
+            f"{result['decode_fraction_of_bandwidth']:.2f} of it)"
         )
     print(
-        f"zipper_over_towers={result['zipper_over_towers']:.3f} cache_speedup={result['cache_speedup']:.2f}"
+        f"zipper_over_towers={result['zipper_over_towers']:.3f} "
+        f"cache_speedup={result['cache_speedup']:.2f} "
+        f"decode_fraction_of_bandwidth={result['decode_fraction_of_bandwidth']:.3f}"
     )
 
 

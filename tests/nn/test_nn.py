@@ -7,8 +7,14 @@ import math
 import pytest
 import torch
 
-from multitower.nn import CrossAttention, GatedCrossAttentionBlock, KVCache, SelfAttention
+from multitower.nn import (
+    CrossAttention,
+    GatedCrossAttentionBlock,
+    SelfAttention,
+    TransformerStack,
+)
 from multitower.nn.attention import merge_heads, split_heads
+from multitower.nn.kv_cache import check_slots
 
 
 def naive_attention(q, k, v, mask):
@@ -91,10 +97,34 @@ def test_cache_with_per_example_positions():
     torch.testing.assert_close(out[1, 0], ref_b[0, 2])
 
 
-def test_kv_cache_rejects_out_of_range_slot():
-    cache = KVCache(1, 2, 4, 8)
-    with pytest.raises(ValueError, match="max_len"):
-        cache.update(torch.tensor([[4]]), torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 1, 8))
+def test_check_slots_rejects_out_of_range_and_returns_the_largest():
+    assert check_slots(torch.tensor([[0, 3], [2, 1]]), 4, "t") == 3
+    for bad in ([[4]], [[-1]]):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 4\) \(the cache's max_len\)"):
+            check_slots(torch.tensor(bad), 4, "t")
+
+
+def test_stack_with_caches_rejects_out_of_range_positions_once_per_forward():
+    """The range check left KVCache.update (one sync per layer) for the stack's forward."""
+    stack = TransformerStack(2, 16, 2, 32)
+    stack.setup_caches(1, 4, dtype=torch.float32, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="TransformerStack: positions must lie in"):
+        stack(torch.zeros(1, 1, 16), positions=torch.tensor([[4]]))
+
+
+def test_cache_attends_only_its_filled_part():
+    """After writing slots 0..2 of 8, a cached step attends 4 slots, not the capacity."""
+    torch.manual_seed(0)
+    stack = TransformerStack(2, 16, 2, 32).double()
+    x = torch.randn(1, 4, 16, dtype=torch.float64)
+    full = stack(x)
+    stack.setup_caches(1, 8, dtype=torch.float64, device=torch.device("cpu"))
+    stack(x[:, :3], positions=torch.arange(3)[None])
+    inputs = stack.prepare(torch.tensor([[3]]), torch.float64, max_position=3)
+    assert inputs.cache_len == 4 and inputs.cache_mask.shape == (1, 1, 1, 4)
+    step = stack(x[:, 3:], positions=torch.tensor([[3]]))
+    torch.testing.assert_close(step, full[:, 3:])
+    assert all(block.attn.kv_cache.filled == 4 for block in stack)
 
 
 def test_cross_attention_matches_naive_and_zero_rows():

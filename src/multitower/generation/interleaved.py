@@ -151,39 +151,61 @@ def generate(
     run = _CachedRun if use_cache else _FullRun
     state = run(model, prompts, prompt_batch, limits, output_modalities, device)
     outputs: list[list[Segment]] = [[] for _ in range(B)]
+    rows = torch.arange(B, device=device)
+    # Sampling draws from ``generator`` every step: reading "done" back every step keeps
+    # its stream the same whatever the decoding path (greedy draws nothing).
+    check_every = state.check_every if temperature == 0.0 else 1
     try:
         for name in output_modalities:
-            mod = mods[name]
+            mod, limit = mods[name], limits[name]
             tokens = torch.full((B,), mod.offset + mod.bos_id, dtype=torch.long, device=device)
             done = torch.zeros(B, dtype=torch.bool, device=device)
-            generated: list[list[int]] = [[] for _ in range(B)]
-            while True:
-                logits = state.step(mod, tokens, done, generated)  # (B, V_tower)
+            # Per-example state stays on the device: the content tokens so far (column
+            # ``limit`` takes the writes of examples that add nothing) and their count.
+            generated = torch.zeros(B, limit + 1, dtype=torch.long, device=device)
+            count = torch.zeros(B, dtype=torch.long, device=device)
+            # bos, ``limit`` tokens and eos: every example is done after limit + 2 steps.
+            for step in range(1, limit + 3):
+                logits = state.step(mod, tokens, done, generated, count)  # (B, V_tower)
                 done = done | (tokens == mod.offset + mod.eos_id)
-                if bool(done.all()):
+                # Read back every few steps only; the extra steps of finished examples
+                # are padding (valid False), which no later token attends to.
+                if (step % check_every == 0 or step == limit + 2) and bool(done.all()):
                     break
-                count = torch.tensor([len(g) for g in generated], device=device)
                 restricted = _restrict(logits, mod)  # (B, V_modality)
                 if min_new_tokens:
                     restricted[:, mod.eos_id] = restricted[:, mod.eos_id].masked_fill(
                         count < min_new_tokens, float("-inf")
                     )
                 nxt = sample_next_token(restricted, generator, temperature, top_k, top_p)  # (B,)
-                nxt = torch.where(count >= limits[name], mod.eos_id, nxt)
-                for b in torch.nonzero(~done).flatten().tolist():
-                    if int(nxt[b]) != mod.eos_id:
-                        generated[b].append(int(nxt[b]))
+                nxt = torch.where(count >= limit, mod.eos_id, nxt)
+                keep = ~done & (nxt != mod.eos_id)
+                generated[rows, torch.where(keep, count, limit)] = nxt
+                count = count + keep.long()
                 tokens = torch.where(done, mod.offset + mod.pad_id, nxt + mod.offset)
-            state.close(name, generated)
+            segments = _to_lists(generated, count)
+            state.close(name, segments)
             for b in range(B):
-                outputs[b].append(Segment(name, generated[b]))
+                outputs[b].append(Segment(name, segments[b]))
     finally:
         state.finish()
     return outputs
 
 
+def _to_lists(generated: torch.Tensor, count: torch.Tensor) -> list[list[int]]:
+    """Rows of ``generated`` ``(B, L)`` cut at ``count`` ``(B,)``, as host lists (one read)."""
+    return [row[:n] for row, n in zip(generated.tolist(), count.tolist())]
+
+
 class _CachedRun:
-    """Feeds one token per step through preallocated caches."""
+    """Feeds one token per step through preallocated caches.
+
+    A finished example keeps stepping with padding (valid False) at its next free
+    slot, which its next token overwrites; the clamp never bites before the last
+    step of a segment, as only an example that used all its room fills a tower.
+    """
+
+    check_every = 8  # steps between reads of "is every example done?"
 
     def __init__(
         self,
@@ -209,7 +231,12 @@ class _CachedRun:
         self.global_len = sum(tb.valid.sum(1) for tb in prompt_batch.values()).to(device)
 
     def step(
-        self, mod: Modality, tokens: torch.Tensor, done: torch.Tensor, generated: list[list[int]]
+        self,
+        mod: Modality,
+        tokens: torch.Tensor,
+        done: torch.Tensor,
+        generated: torch.Tensor,
+        count: torch.Tensor,
     ) -> torch.Tensor:
         t = mod.tower
         valid = ~done
@@ -230,6 +257,8 @@ class _CachedRun:
 class _FullRun:
     """Re-runs every example's whole interleaved sequence each step (no cache)."""
 
+    check_every = 1  # it reads the tokens back every step anyway
+
     def __init__(
         self,
         model: InterleavedLM,
@@ -244,11 +273,18 @@ class _FullRun:
         self.examples = [list(p) for p in prompts]
 
     def step(
-        self, mod: Modality, tokens: torch.Tensor, done: torch.Tensor, generated: list[list[int]]
+        self,
+        mod: Modality,
+        tokens: torch.Tensor,
+        done: torch.Tensor,
+        generated: torch.Tensor,
+        count: torch.Tensor,
     ) -> torch.Tensor:
         # The open segment holds bos + generated so far; ``tokens`` (the newest) is in it.
-        examples = [[*ex, Segment(mod.name, g)] for ex, g in zip(self.examples, generated)]
-        closed = [bool(d) or int(tok) == mod.offset + mod.eos_id for d, tok in zip(done, tokens)]
+        so_far = _to_lists(generated, count)
+        examples = [[*ex, Segment(mod.name, g)] for ex, g in zip(self.examples, so_far)]
+        eos = mod.offset + mod.eos_id
+        closed = [d or tok == eos for d, tok in zip(done.tolist(), tokens.tolist())]
         batch = collate_interleaved(
             examples, self.model.modalities, open_last=[not c for c in closed]
         )

@@ -14,7 +14,9 @@ from torch import nn
 
 from multitower.models.decoder_config import DecoderConfig
 from multitower.nn import TransformerStack, make_norm
+from multitower.nn.attention import SelfAttentionInputs
 from multitower.nn.init import init_transformer_
+from multitower.nn.kv_cache import check_slots
 
 
 def check_token_range(tokens: torch.Tensor, vocab_size: int, name: str) -> None:
@@ -75,11 +77,36 @@ class DecoderTower(nn.Module):
             check_token_range(tokens, self.config.vocab_size, "DecoderTower")
         return self.embed(tokens)
 
+    def check_positions(self, positions: torch.Tensor) -> int:
+        """Raise unless ``positions`` ``(B, T)`` fit the KV caches; return the largest.
+
+        One host sync: Zipper calls it once per forward, not once per layer.
+        """
+        return check_slots(positions, self.blocks.cache_len, "DecoderTower")
+
+    def prepare_blocks(
+        self, h: torch.Tensor, positions: torch.Tensor | None, *, max_position: int | None = None
+    ) -> SelfAttentionInputs:
+        """Rotary tables and cache mask for ``h`` ``(B, T, D)``, shared by every block of
+        one forward (``positions`` default ``arange(T)``; ``max_position`` from
+        :meth:`check_positions`: attend only the filled part of the caches)."""
+        if positions is None:
+            B, T, _ = h.shape
+            positions = torch.arange(T, device=h.device).expand(B, T)
+        return self.blocks.prepare(positions, h.dtype, max_position=max_position)
+
     def run_block(
-        self, index: int, h: torch.Tensor, *, positions: torch.Tensor | None = None
+        self,
+        index: int,
+        h: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        inputs: SelfAttentionInputs | None = None,
     ) -> torch.Tensor:
-        """Run block ``index`` on ``h`` ``(B, T, D)`` (``positions``: see :class:`~multitower.nn.attention.SelfAttention`)."""
-        return self.blocks[index](h, positions=positions)
+        """Run block ``index`` on ``h`` ``(B, T, D)`` (``positions``: see
+        :class:`~multitower.nn.attention.SelfAttention`; ``inputs`` from
+        :meth:`prepare_blocks` replaces them)."""
+        return self.blocks[index](h, positions=positions, inputs=inputs)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final norm and tied output projection: ``(B, T, D) -> (B, T, V)``."""

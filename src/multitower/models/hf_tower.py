@@ -31,6 +31,7 @@ import importlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -42,6 +43,7 @@ from multitower.io import file_sha256
 from multitower.models.decoder import check_token_range
 from multitower.models.hf_tower_config import HF_EXTRA, HF_LAYOUTS, HFTowerConfig
 from multitower.nn import KVCache
+from multitower.nn.kv_cache import check_slots
 
 __all__ = [
     "HF_EXTRA",
@@ -133,17 +135,39 @@ def hf_tower_config(
 
 class _SlotWriter:
     """The ``cache`` an HF attention layer calls: writes its keys/values at the given
-    per-example slots of the tower's preallocated :class:`KVCache` and returns the whole cache."""
+    per-example slots of the tower's preallocated :class:`KVCache` and returns its
+    first ``length`` slots (the filled part)."""
 
-    def __init__(self, caches: Sequence[KVCache], positions: torch.Tensor) -> None:
+    def __init__(self, caches: Sequence[KVCache], positions: torch.Tensor, length: int) -> None:
         self.caches = caches
         self.positions = positions
+        self.length = length
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, **_: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # (B, H_kv, T, Dh) in, (B, H_kv, S, Dh) out
-        return self.caches[layer_idx].update(self.positions, key_states, value_states)
+        k, v = self.caches[layer_idx].update(self.positions, key_states, value_states)
+        return k[:, :, : self.length], v[:, :, : self.length]
+
+
+@dataclass(frozen=True)
+class HFBlockInputs:
+    """What every HF decoder layer needs for one forward, computed once by
+    :meth:`HFTower.prepare_blocks` and shared by all layers.
+
+    Attributes:
+        positions: ``(B, T)`` token positions.
+        mask: the attention mask the layers take (``(B, 1, T, S)``), or None for sdpa's
+            own causal mask.
+        cos_sin: the model's rotary ``(cos, sin)`` at ``positions`` (Llama family), or None.
+        cache: writes the layers' keys/values to the KV caches, or None without caches.
+    """
+
+    positions: torch.Tensor
+    mask: torch.Tensor | None
+    cos_sin: tuple[torch.Tensor, torch.Tensor] | None
+    cache: _SlotWriter | None
 
 
 class HFTower(nn.Module):
@@ -227,34 +251,73 @@ class HFTower(nn.Module):
             positions = _arange_like(tokens)
         return base.drop(base.wte(tokens) + base.wpe(positions))  # (B, T, D)
 
-    def run_block(
-        self, index: int, h: torch.Tensor, *, positions: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Run HF decoder layer ``index`` on ``h`` ``(B, T, D)``.
+    def check_positions(self, positions: torch.Tensor) -> int:
+        """Raise unless ``positions`` ``(B, T)`` fit the KV caches; return the largest
+        (one host sync, once per forward)."""
+        if self.kv_caches is None:
+            raise ValueError("HFTower.check_positions: no KV caches are set up")
+        return check_slots(positions, self.kv_caches[0].max_len, "HFTower")  # type: ignore[union-attr]
+
+    def prepare_blocks(
+        self, h: torch.Tensor, positions: torch.Tensor | None, *, max_position: int | None = None
+    ) -> HFBlockInputs:
+        """The mask, rotary tables and cache writer shared by every layer for ``h`` ``(B, T, D)``.
 
         Args:
             positions: ``(B, T)`` token positions (default ``arange(T)``); with caches set
                 up, also the cache slots written, and a query at position p sees the
                 slots ``<= p``. Without caches attention is causal over ``h``.
+            max_position: from :meth:`check_positions`: attend only the filled part of
+                the caches (default: all of them).
         """
-        layer = self.layers[index]
         sdpa = self.hf_config._attn_implementation == "sdpa"
         cache, mask = None, None
         if self.kv_caches is not None:
             if positions is None:
                 raise ValueError("HFTower.run_block: positions are required with caches set up")
-            cache = _SlotWriter(self.kv_caches, positions)  # type: ignore[arg-type]
-            mask = _visibility_mask(positions, self._slots, h.dtype, boolean=sdpa)  # (B, 1, T, S)
+            caches: list[KVCache] = list(self.kv_caches)  # type: ignore[arg-type]
+            length = caches[0].max_len
+            if max_position is not None:
+                length = min(c.mark_filled(max_position) for c in caches)
+            cache = _SlotWriter(caches, positions, length)
+            slots = self._slots[:length]
+            mask = _visibility_mask(positions, slots, h.dtype, boolean=sdpa)  # (B, 1, T, S)
         elif not sdpa:  # eager attention applies no causal mask of its own
             key_positions = _arange_like(h[..., 0])[0]
             mask = _visibility_mask(key_positions.expand(h.shape[:2]), key_positions, h.dtype)
-        if self.config.layout.learned_positions:
-            return layer(h, cache=cache, attention_mask=mask)
         if positions is None:
             positions = _arange_like(h[..., 0])
-        cos_sin = self.base.rotary_emb(h, position_ids=positions)  # (B, T, Dh) each
+        cos_sin = None
+        if not self.config.layout.learned_positions:
+            cos_sin = self.base.rotary_emb(h, position_ids=positions)  # (B, T, Dh) each
+        return HFBlockInputs(positions, mask, cos_sin, cache)
+
+    def run_block(
+        self,
+        index: int,
+        h: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        inputs: HFBlockInputs | None = None,
+    ) -> torch.Tensor:
+        """Run HF decoder layer ``index`` on ``h`` ``(B, T, D)``.
+
+        Args:
+            positions: see :meth:`prepare_blocks`.
+            inputs: from :meth:`prepare_blocks` (shared by the layers of one forward);
+                replaces ``positions``. Default: built here.
+        """
+        if inputs is None:
+            inputs = self.prepare_blocks(h, positions)
+        layer = self.layers[index]
+        if self.config.layout.learned_positions:
+            return layer(h, cache=inputs.cache, attention_mask=inputs.mask)
         return layer(
-            h, attention_mask=mask, position_ids=positions, cache=cache, position_embeddings=cos_sin
+            h,
+            attention_mask=inputs.mask,
+            position_ids=inputs.positions,
+            cache=inputs.cache,
+            position_embeddings=inputs.cos_sin,
         )
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
@@ -308,11 +371,17 @@ class HFTower(nn.Module):
 
         Args:
             positions: ``(B, T)`` token positions (default ``arange(T)``); required with
-                caches set up, where they are also the cache slots (see :meth:`run_block`).
+                caches set up, where they are also the cache slots (see :meth:`prepare_blocks`).
         """
         h = self.embed_tokens(tokens, positions)
+        max_position = None
+        if self.kv_caches is not None:
+            if positions is None:
+                raise ValueError("HFTower.forward: positions are required with caches set up")
+            max_position = self.check_positions(positions)
+        inputs = self.prepare_blocks(h, positions, max_position=max_position)
         for i in range(self.config.num_layers):
-            h = self.run_block(i, h, positions=positions)
+            h = self.run_block(i, h, inputs=inputs)
         return self.head(h)
 
 

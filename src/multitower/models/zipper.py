@@ -30,7 +30,7 @@ runs, so one tower can generate while reading everything the others produced.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +42,8 @@ from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.models.hf_tower import HFTower, HFTowerConfig
 from multitower.models.zipper_config import ZipperConfig
 from multitower.nn import GatedCrossAttentionBlock
+from multitower.nn.attention import CrossMask
+from multitower.nn.rotary import RotaryTables
 
 
 @dataclass(frozen=True)
@@ -436,31 +438,41 @@ class Zipper(nn.Module):
         caching = self.caches_enabled
         proj = self.fusion["input_proj"] if self.config.input_projection != "none" else None
         active = [t for t in self.towers if t in batch]
+        # With caches: one host sync per tower and forward checks the positions and
+        # gives the filled part of the caches; nothing is read back per layer.
+        max_pos: dict[str, int] = {}
+        if caching:
+            max_pos = {t: self.towers[t].check_positions(batch[t].positions) for t in active}
         x: dict[str, torch.Tensor] = {}
         for t in active:
             positions = batch[t].positions if caching else None
             h = self.towers[t].embed_tokens(batch[t].tokens, positions)  # (B, T, D)
             x[t] = proj[t](h) if proj is not None else h
+        # Rotary tables and masks of one forward, shared by all layers of a tower.
+        inputs = {
+            t: self.towers[t].prepare_blocks(
+                x[t], batch[t].positions if caching else None, max_position=max_pos.get(t)
+            )
+            for t in active
+        }
+        step = _FusionInputs(batch, caching)
         shared: dict[tuple[str, int], torch.Tensor] = {}
         for op in self.schedule(active):
             match op:
                 case RunLayers(tower, start, stop):
-                    positions = batch[tower].positions if caching else None
                     run_block = self.towers[tower].run_block
                     for i in range(start, stop):
-                        x[tower] = run_block(i, x[tower], positions=positions)
+                        x[tower] = run_block(i, x[tower], inputs=inputs[tower])  # type: ignore[arg-type]
                 case ShareState(tower, depth, readers):
                     shared[(tower, depth)] = x[tower]
                     if caching:
-                        self._append_to_caches(readers, x[tower], batch[tower])
+                        self._append_to_caches(readers, x[tower], batch[tower], max_pos[tower])
                 case CrossAttend(point):
-                    x[point.query] = self._cross_attend(
-                        point, x[point.query], batch, shared, caching=caching
-                    )
+                    x[point.query] = self._cross_attend(point, x[point.query], step, shared)
         return {t: self.towers[t].head(x[t]) for t in active}
 
     def _append_to_caches(
-        self, readers: Iterable[FusionPoint], h: torch.Tensor, tb: TowerBatch
+        self, readers: Iterable[FusionPoint], h: torch.Tensor, tb: TowerBatch, max_position: int
     ) -> None:
         """Append the source state ``h`` ``(B, T, D_s)`` to every reader's cross-attention cache."""
         for p in readers:
@@ -468,40 +480,89 @@ class Zipper(nn.Module):
             assert block.kv_cache is not None
             k, v = block.source_kv(h, self._shared_positions(p.source, tb))  # (B, H, T, Dh)
             block.kv_cache.update_source(tb.positions, k, v, tb.global_positions, tb.valid)
+            block.kv_cache.mark_filled(max_position)
 
     def _cross_attend(
         self,
         point: FusionPoint,
         h: torch.Tensor,
-        batch: Mapping[str, TowerBatch],
+        step: _FusionInputs,
         shared: Mapping[tuple[str, int], torch.Tensor],
-        *,
-        caching: bool,
     ) -> torch.Tensor:
         """The fusion block of ``point`` on the query state ``h`` ``(B, T, D_q)``: reads the
-        cross-attention cache when caches are set up, else the shared source state (or
-        nothing when the source tower is absent from ``batch``)."""
-        block, q = self.block(point), batch[point.query]
-        if caching:
+        filled part of the cross-attention cache when caches are set up, else the shared
+        source state (or nothing when the source tower is absent from the batch)."""
+        block, batch = self.block(point), step.batch
+        q = batch[point.query]
+        rope = step.query_rope(point, block, self._shared_positions(point.query, q), h.dtype)
+        if step.caching:
             cache = block.kv_cache
             assert cache is not None
-            mask = cross_attention_mask(
-                q.global_positions, q.valid, cache.global_positions, cache.valid
-            )  # (B, Tq, S)
-            return block(h, cache.k, cache.v, mask, self._shared_positions(point.query, q))
+            S = cache.filled if not torch.compiler.is_compiling() else cache.max_len
+            if S == 0:  # the source tower has not run yet: no key to see
+                return block(h, None, None, None)
+            mask = step.mask(
+                point,
+                h.dtype,
+                lambda: cross_attention_mask(
+                    q.global_positions, q.valid, cache.global_positions[:, :S], cache.valid[:, :S]
+                ),  # (B, Tq, S)
+            )
+            return block(h, cache.k[:, :, :S], cache.v[:, :, :S], mask, query_rope=rope)
         if point.source not in batch:
             return block(h, None, None, None)
         src = batch[point.source]
         k, v = block.source_kv(
             shared[(point.source, point.source_depth)], self._shared_positions(point.source, src)
         )  # (B, H, S, Dh)
-        mask = cross_attention_mask(
-            q.global_positions, q.valid, src.global_positions, src.valid
-        )  # (B, Tq, S)
-        return block(h, k, v, mask, self._shared_positions(point.query, q))
+        mask = step.mask(
+            point,
+            h.dtype,
+            lambda: cross_attention_mask(
+                q.global_positions, q.valid, src.global_positions, src.valid
+            ),  # (B, Tq, S)
+        )
+        return block(h, k, v, mask, query_rope=rope)
 
     def _shared_positions(self, tower: str, tb: TowerBatch) -> torch.Tensor | None:
         """``tower``'s tokens on the axis shared by every tower (``config.position_scales``),
         or None when cross-attention has no positions."""
         scales = self.config.position_scales
         return tb.positions * float(scales[tower]) if scales else None
+
+
+class _FusionInputs:
+    """Cross-attention masks and query rotary tables of one forward, each built once
+    and shared by the fusion blocks that read the same source tower.
+
+    Every fusion block of one (query, source) pair sees the same keys' positions:
+    without caches the source's tokens, with caches its cross-attention caches,
+    which are all written together whenever the source runs.
+    """
+
+    def __init__(self, batch: Mapping[str, TowerBatch], caching: bool) -> None:
+        self.batch = batch
+        self.caching = caching
+        self._masks: dict[str, CrossMask] = {}
+        self._ropes: dict[str, RotaryTables] = {}
+
+    def mask(
+        self, point: FusionPoint, dtype: torch.dtype, build: Callable[[], torch.Tensor]
+    ) -> CrossMask:
+        if point.key not in self._masks:
+            self._masks[point.key] = CrossMask.from_visibility(build(), dtype)
+        return self._masks[point.key]
+
+    def query_rope(
+        self,
+        point: FusionPoint,
+        block: GatedCrossAttentionBlock,
+        positions: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> RotaryTables | None:
+        rotary = block.cross_attn.rotary
+        if rotary is None or positions is None:
+            return None
+        if point.query not in self._ropes:
+            self._ropes[point.query] = rotary.tables(positions, dtype)
+        return self._ropes[point.query]

@@ -10,13 +10,15 @@ an output of exactly zero instead of the NaN an all-masked softmax would give.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from multitower.nn.checks import check_heads
 from multitower.nn.kv_cache import KVCache
-from multitower.nn.rotary import Rotary
+from multitower.nn.rotary import Rotary, RotaryTables, apply_rotary
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -29,6 +31,28 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, T, Dh) -> (B, T, D)."""
     B, H, T, Dh = x.shape
     return x.transpose(1, 2).reshape(B, T, H * Dh)
+
+
+@dataclass(frozen=True)
+class SelfAttentionInputs:
+    """What a self-attention layer needs for one forward besides ``x``, computed once.
+
+    Every layer of a stack has the same ``head_dim``, rotary base and cache size, so
+    a stack builds this once per forward (:meth:`SelfAttention.prepare`) and all its
+    layers share it, instead of each rebuilding the rotary tables and cache mask.
+
+    Attributes:
+        positions: ``(B, T)`` token positions (cache slots written, with a cache).
+        rope: rotary ``(cos, sin)``, each ``(B, 1, T, Dh/2)``, or None without rotary.
+        cache_len: cache slots attended (the filled part), or None without a cache.
+        cache_mask: ``(B, 1, T, cache_len)`` True where a query at position p sees slot
+            ``<= p``, or None without a cache.
+    """
+
+    positions: torch.Tensor
+    rope: RotaryTables | None
+    cache_len: int | None
+    cache_mask: torch.Tensor | None
 
 
 class SelfAttention(nn.Module):
@@ -66,6 +90,27 @@ class SelfAttention(nn.Module):
             batch, self.num_heads, max_len, self.head_dim, dtype=dtype, device=device
         )
 
+    def prepare(
+        self, positions: torch.Tensor, dtype: torch.dtype, *, max_position: int | None = None
+    ) -> SelfAttentionInputs:
+        """The rotary tables and cache mask for ``positions`` ``(B, T)``.
+
+        Args:
+            dtype: dtype of the rotary tables (the residual stream's).
+            max_position: the largest position of this forward, read once by the
+                caller (:func:`~multitower.nn.kv_cache.check_slots`); with it the
+                layer attends only the filled part of its cache, without it the
+                whole cache (static shapes, as ``torch.compile`` wants).
+        """
+        rope = None if self.rotary is None else self.rotary.tables(positions, dtype)
+        cache = self.kv_cache
+        if cache is None:
+            return SelfAttentionInputs(positions, rope, None, None)
+        S = cache.max_len if max_position is None else cache.mark_filled(max_position)
+        slots = torch.arange(S, device=positions.device)
+        mask = slots[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, S)
+        return SelfAttentionInputs(positions, rope, S, mask)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -73,6 +118,7 @@ class SelfAttention(nn.Module):
         positions: torch.Tensor | None = None,
         causal: bool = True,
         key_padding_mask: torch.Tensor | None = None,
+        inputs: SelfAttentionInputs | None = None,
     ) -> torch.Tensor:
         """Attend over ``x`` ``(B, T, D)``.
 
@@ -82,20 +128,26 @@ class SelfAttention(nn.Module):
                 slots written, and a query at position p sees cache slots ``<= p``.
             causal: causal mask (ignored with a cache, which is always causal).
             key_padding_mask: ``(B, T)`` True for real tokens (no-cache path only).
+            inputs: rotary tables and cache mask from :meth:`prepare` (shared by the
+                layers of a stack); replaces ``positions``. Default: built here.
         """
         B, T, _ = x.shape
-        if positions is None:
-            positions = torch.arange(T, device=x.device).expand(B, T)
+        if inputs is None:
+            if positions is None:
+                positions = torch.arange(T, device=x.device).expand(B, T)
+            inputs = self.prepare(positions, x.dtype)
         q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, T, Dh)
         k = split_heads(self.k_proj(x), self.num_heads)  # (B, H, T, Dh)
         v = split_heads(self.v_proj(x), self.num_heads)  # (B, H, T, Dh)
-        if self.rotary is not None:
-            q, k = self.rotary(q, positions), self.rotary(k, positions)  # (B, H, T, Dh)
+        if inputs.rope is not None:
+            q, k = apply_rotary(q, inputs.rope), apply_rotary(k, inputs.rope)  # (B, H, T, Dh)
         if self.kv_cache is not None:
-            k, v = self.kv_cache.update(positions, k, v)  # (B, H, S, Dh)
-            slots = torch.arange(k.shape[2], device=x.device)
-            mask = slots[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, S)
-            out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
+            k, v = self.kv_cache.update(inputs.positions, k, v)  # (B, H, S_max, Dh)
+            S = inputs.cache_len
+            k, v = k[:, :, :S], v[:, :, :S]  # (B, H, S, Dh): the filled part
+            if k.dtype != q.dtype:
+                k, v = k.to(q.dtype), v.to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.cache_mask)
         elif key_padding_mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         else:
@@ -106,6 +158,27 @@ class SelfAttention(nn.Module):
             mask = mask | torch.eye(T, dtype=torch.bool, device=x.device)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out_proj(merge_heads(out))
+
+
+@dataclass(frozen=True)
+class CrossMask:
+    """A cross-attention visibility mask prepared once for every block that reads the
+    same keys (Zipper: all fusion blocks of one query tower reading one source tower).
+
+    Attributes:
+        safe: ``(B, 1, Tq, S)`` the mask, with rows that see no key opened to every key
+            (an all-masked softmax would be NaN).
+        keep: ``(B, Tq, 1)`` 1 where the row sees some key, 0 where its output is zeroed.
+    """
+
+    safe: torch.Tensor
+    keep: torch.Tensor
+
+    @classmethod
+    def from_visibility(cls, mask: torch.Tensor, dtype: torch.dtype) -> CrossMask:
+        """From ``mask`` ``(B, Tq, S)``, True where the query may see the key."""
+        has_any = mask.any(dim=-1, keepdim=True)  # (B, Tq, 1)
+        return cls((mask | ~has_any)[:, None], has_any.to(dtype))
 
 
 class CrossAttention(nn.Module):
@@ -165,24 +238,38 @@ class CrossAttention(nn.Module):
         x: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        mask: torch.Tensor | None,
+        mask: torch.Tensor | CrossMask | None,
         positions: torch.Tensor | None = None,
+        *,
+        query_rope: RotaryTables | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` ``(B, Tq, D)`` to ``k, v`` ``(B, H, S, Dh)``.
 
         Args:
-            mask: ``(B, Tq, S)`` True where the query may see the key, or None for all.
-                Rows with no visible key produce exactly zero.
+            mask: ``(B, Tq, S)`` True where the query may see the key (or the same
+                prepared once as a :class:`CrossMask`), or None for all. Rows with no
+                visible key produce exactly zero.
             positions: ``(B, Tq)`` the queries' rotary positions (rotary attention only;
                 the keys were rotated by :meth:`project_kv`).
+            query_rope: the queries' rotary tables (:meth:`Rotary.tables
+                <multitower.nn.rotary.Rotary.tables>` of ``positions``), instead of
+                ``positions``, when several blocks share them.
         """
-        q = self.rotate(split_heads(self.q_proj(x), self.num_heads), positions, "query")
-        k, v = k.to(q.dtype), v.to(q.dtype)
+        q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, Tq, Dh)
+        if query_rope is None:
+            q = self.rotate(q, positions, "query")
+        elif self.rotary is None:
+            raise ValueError("query rotary tables given to a cross-attention without rotary")
+        else:
+            q = apply_rotary(q, query_rope)
+        if k.dtype != q.dtype:
+            k, v = k.to(q.dtype), v.to(q.dtype)
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v)  # (B, H, Tq, Dh)
             return self.out_proj(merge_heads(out))
-        has_any = mask.any(dim=-1, keepdim=True)  # (B, Tq, 1)
-        # Empty rows would softmax over nothing (NaN); let them see everything, then zero them.
-        safe = (mask | ~has_any)[:, None]  # (B, 1, Tq, S)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe)  # (B, H, Tq, Dh)
-        return self.out_proj(merge_heads(out)) * has_any.to(q.dtype)
+        if not isinstance(mask, CrossMask):
+            # Empty rows would softmax over nothing (NaN); let them see everything, then zero them.
+            mask = CrossMask.from_visibility(mask, q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.safe)  # (B, H, Tq, Dh)
+        keep = mask.keep if mask.keep.dtype == q.dtype else mask.keep.to(q.dtype)
+        return self.out_proj(merge_heads(out)) * keep

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from multitower.nn.attention import CrossAttention, SelfAttention
+from multitower.nn.attention import CrossAttention, SelfAttention, SelfAttentionInputs
+from multitower.nn.kv_cache import check_slots
 from multitower.nn.mlp import MLP
 from multitower.nn.norms import make_norm
 
@@ -57,9 +58,14 @@ class TransformerBlock(nn.Module):
         positions: torch.Tensor | None = None,
         causal: bool = True,
         key_padding_mask: torch.Tensor | None = None,
+        inputs: SelfAttentionInputs | None = None,
     ) -> torch.Tensor:
         x = x + self.attn(
-            self.norm_attn(x), positions=positions, causal=causal, key_padding_mask=key_padding_mask
+            self.norm_attn(x),
+            positions=positions,
+            causal=causal,
+            key_padding_mask=key_padding_mask,
+            inputs=inputs,
         )
         return x + self.mlp(self.norm_mlp(x))
 
@@ -116,13 +122,43 @@ class TransformerStack(nn.ModuleList):
             ``(B, T, D)`` hidden states after the last block (and its extra layer).
         """
         after = {} if after_block is None else after_block
+        if len(self) == 0:
+            return x
+        B, T, _ = x.shape
+        if positions is None:
+            positions = torch.arange(T, device=x.device).expand(B, T)
+        max_position = None
+        if self.caches_enabled:
+            max_position = check_slots(positions, self.cache_len, "TransformerStack")
+        inputs = self.prepare(positions, x.dtype, max_position=max_position)
         for i, block in enumerate(self):
-            x = block(x, positions=positions, causal=causal, key_padding_mask=key_padding_mask)
+            x = block(x, causal=causal, key_padding_mask=key_padding_mask, inputs=inputs)
             if i in after:
                 x = after[i](x)  # (B, T, D)
         return x
 
+    def prepare(
+        self, positions: torch.Tensor, dtype: torch.dtype, *, max_position: int | None = None
+    ) -> SelfAttentionInputs:
+        """Rotary tables and cache mask shared by every block for one forward (see
+        :meth:`SelfAttention.prepare <multitower.nn.attention.SelfAttention.prepare>`);
+        with ``max_position``, every block's cache records its filled part."""
+        if max_position is not None:
+            for block in self:
+                cache = block.attn.kv_cache
+                if cache is not None:
+                    cache.mark_filled(max_position)
+        return self[0].attn.prepare(positions, dtype, max_position=max_position)
+
     # -- KV caches -------------------------------------------------------------------------
+    @property
+    def cache_len(self) -> int:
+        """Slots of each block's KV cache (caches must be set up)."""
+        cache = self[0].attn.kv_cache
+        if cache is None:
+            raise ValueError("cache_len: no KV caches are set up")
+        return cache.max_len
+
     def setup_caches(
         self, batch: int, max_len: int, *, dtype: torch.dtype, device: torch.device
     ) -> None:

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitower.nn.attention import CrossAttention, split_heads
+from multitower.nn.attention import CrossAttention, CrossMask, split_heads
 from multitower.nn.kv_cache import CrossKVCache
 from multitower.nn.mlp import MLP
 from multitower.nn.norms import make_norm
+from multitower.nn.rotary import RotaryTables
 
 
 class GatedCrossAttentionBlock(nn.Module):
@@ -92,16 +93,19 @@ class GatedCrossAttentionBlock(nn.Module):
         x: torch.Tensor,
         k: torch.Tensor | None,
         v: torch.Tensor | None,
-        mask: torch.Tensor | None,
+        mask: torch.Tensor | CrossMask | None,
         positions: torch.Tensor | None = None,
+        *,
+        query_rope: RotaryTables | None = None,
     ) -> torch.Tensor:
         """Apply the block to ``x`` ``(B, T, d_model)`` given source keys/values and mask.
 
         ``k = v = None`` means there is no source token at all: the attention branch
         contributes exactly zero and only the gated feed-forward runs. ``positions``
-        ``(B, T)``: the queries' rotary positions (rotary blocks only).
+        ``(B, T)``: the queries' rotary positions (rotary blocks only), or ``query_rope``
+        their tables (shared by several blocks; see :class:`~multitower.nn.attention.CrossAttention`).
         """
         if k is not None and v is not None:
-            attn = self.cross_attn(self.norm_attn(x), k, v, mask, positions)
+            attn = self.cross_attn(self.norm_attn(x), k, v, mask, positions, query_rope=query_rope)
             x = x + torch.tanh(self.gate_attn) * attn
         return x + torch.tanh(self.gate_mlp) * self.mlp(self.norm_mlp(x))

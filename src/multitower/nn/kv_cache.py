@@ -14,16 +14,30 @@ import torch
 from torch import nn
 
 
-def _check_slots(positions: torch.Tensor, max_len: int, batch: int, name: str) -> None:
-    if positions.dim() != 2 or positions.shape[0] != batch:
-        raise ValueError(
-            f"{name}: positions must have shape (batch={batch}, T), got {tuple(positions.shape)}"
-        )
-    if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= max_len):
+def check_slots(positions: torch.Tensor, max_len: int, name: str) -> int:
+    """Raise unless every cache slot in ``positions`` lies in ``[0, max_len)``; return the largest.
+
+    One host sync (min and max read together), so a model calls it once per forward
+    on its input positions, never per layer or per cache write. While
+    ``torch.compile`` traces, nothing is read back and ``max_len - 1`` is returned
+    (the whole cache is attended: static shapes).
+
+    Returns:
+        The largest position, or -1 for an empty ``positions``.
+    """
+    if positions.dim() != 2:
+        raise ValueError(f"{name}: positions must have shape (B, T), got {tuple(positions.shape)}")
+    if torch.compiler.is_compiling():
+        return max_len - 1
+    if positions.numel() == 0:
+        return -1
+    lo, hi = torch.stack([positions.min(), positions.max()]).tolist()
+    if lo < 0 or hi >= max_len:
         raise ValueError(
             f"{name}: positions must lie in [0, {max_len}) (the cache's max_len), "
-            f"got range [{int(positions.min())}, {int(positions.max())}]"
+            f"got range [{lo}, {hi}]"
         )
+    return int(hi)
 
 
 class KVCache(nn.Module):
@@ -46,6 +60,9 @@ class KVCache(nn.Module):
         shape = (batch, num_heads, max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        # Host-side count of slots in use (one past the largest position written, as
+        # told by the owner's per-forward check_slots): attention reads only these.
+        self.filled = 0
 
     @property
     def batch(self) -> int:
@@ -58,16 +75,30 @@ class KVCache(nn.Module):
     def reset(self) -> None:
         self.k.zero_()
         self.v.zero_()
+        self.filled = 0
+
+    def mark_filled(self, max_position: int) -> int:
+        """Record that slots up to ``max_position`` are about to be written; return
+        :attr:`filled` (slots in use)."""
+        self.filled = min(self.max_len, max(self.filled, max_position + 1))
+        return self.filled
 
     def update(
         self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k, v`` of shape ``(B, H, T, Dh)`` at slots ``positions`` ``(B, T)``.
 
+        The slots are not range-checked here (that would be a host sync per layer):
+        the model checks its input positions once per forward with :func:`check_slots`.
+
         Returns:
             The whole cache ``(k, v)``, each ``(B, H, S, Dh)``.
         """
-        _check_slots(positions, self.max_len, self.batch, "KVCache.update")
+        if positions.dim() != 2 or positions.shape[0] != self.batch:
+            raise ValueError(
+                f"KVCache.update: positions must have shape (batch={self.batch}, T), "
+                f"got {tuple(positions.shape)}"
+            )
         rows = torch.arange(self.batch, device=positions.device)[:, None]  # (B, 1)
         # Advanced indices on dims 0 and 2 put (B, T) first: the target is (B, T, H, Dh).
         self.k[rows, :, positions] = k.transpose(1, 2).to(self.k.dtype)

@@ -23,10 +23,28 @@ class Rotary(nn.Module):
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
 
+    def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> RotaryTables:
+        """cos/sin of ``positions`` ``(B, T)``, each ``(B, 1, T, Dh/2)`` in ``dtype``.
+
+        A stack computes them once per forward and every layer applies them
+        (:func:`apply_rotary`): the layers share ``head_dim`` and base.
+        """
+        angles = positions.to(torch.float32)[:, None, :, None] * self.inv_freq  # (B, 1, T, Dh/2)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Rotate ``x`` of shape ``(B, H, T, Dh)`` by ``positions`` of shape ``(B, T)``."""
-        angles = positions.to(torch.float32)[:, None, :, None] * self.inv_freq  # (B, 1, T, Dh/2)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, Dh/2) each
-        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, H, T, Dh/2, 2)
-        return out.flatten(-2)
+        return apply_rotary(x, self.tables(positions, x.dtype))
+
+
+RotaryTables = tuple[torch.Tensor, torch.Tensor]
+
+
+def apply_rotary(x: torch.Tensor, tables: RotaryTables) -> torch.Tensor:
+    """Rotate ``x`` ``(B, H, T, Dh)`` by precomputed ``(cos, sin)`` (see :meth:`Rotary.tables`)."""
+    cos, sin = tables
+    if cos.dtype != x.dtype:  # tables in the residual dtype, x in autocast's
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, Dh/2) each
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, H, T, Dh/2, 2)
+    return out.flatten(-2)
