@@ -28,6 +28,9 @@ def test_ctrl_c_in_corpus_synthesis_keeps_finished_shards_and_says_how_to_resume
         [sys.executable, "-m", "multitower", "run", str(TINY), "corpus.n_unaligned=450",
          "--run-dir", str(run_dir), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # a suite started in the background of a non-interactive shell inherits an
+        # ignored SIGINT, and Python then installs no KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
