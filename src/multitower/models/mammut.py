@@ -403,15 +403,34 @@ class MaMMUT(nn.Module):
                 The results do not depend on the order (nothing random runs in
                 the decoder); the flag exists so a training task can shuffle it.
         """
-        tokens = self.image_tokens(images)  # (B, N, Dv)
-        image_features = self.pool_image(tokens)  # (B, E)
+        return self.two_passes(
+            self.image_tokens(images),
+            text_tokens,
+            caption_tokens,
+            text_padding_mask,
+            contrastive_first=contrastive_first,
+        )
+
+    def two_passes(
+        self,
+        tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        caption_tokens: torch.Tensor,
+        text_padding_mask: torch.Tensor | None = None,
+        *,
+        contrastive_first: bool = True,
+    ) -> MaMMUTOutput:
+        """Both training passes given the visual tokens ``(B, N, Dv)`` (of images or
+        of video clips): the pooled visual feature, the contrastive text pass and
+        the captioning pass, in the order ``contrastive_first`` asks for."""
+        visual_features = self.pool_image(tokens)  # (B, E)
         if contrastive_first:
             text_features = self.encode_text(text_tokens, text_padding_mask)
             logits = self.caption_logits(tokens, caption_tokens)
         else:
             logits = self.caption_logits(tokens, caption_tokens)
             text_features = self.encode_text(text_tokens, text_padding_mask)
-        return MaMMUTOutput(image_features, text_features, logits, self.logit_scale_value())
+        return MaMMUTOutput(visual_features, text_features, logits, self.logit_scale_value())
 
     # -- caches ------------------------------------------------------------------------------
     def setup_caches(

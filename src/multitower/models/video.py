@@ -332,13 +332,10 @@ class MaMMUTVideo(nn.Module):
 
         Args: as :meth:`MaMMUT.forward`, with ``video`` ``(B, F, C, S, S)`` for images.
         """
-        m = self.mammut
-        tokens = self.video_tokens(video)  # (B, N, Dv)
-        video_features = m.pool_image(tokens)  # (B, E)
-        if contrastive_first:
-            text_features = m.encode_text(text_tokens, text_padding_mask)
-            logits = m.caption_logits(tokens, caption_tokens)
-        else:
-            logits = m.caption_logits(tokens, caption_tokens)
-            text_features = m.encode_text(text_tokens, text_padding_mask)
-        return MaMMUTOutput(video_features, text_features, logits, m.logit_scale_value())
+        return self.mammut.two_passes(
+            self.video_tokens(video),  # (B, N, Dv)
+            text_tokens,
+            caption_tokens,
+            text_padding_mask,
+            contrastive_first=contrastive_first,
+        )
