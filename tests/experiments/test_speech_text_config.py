@@ -157,3 +157,30 @@ def test_time_positions_are_checked_and_scale_text_by_units_per_token() -> None:
     # (8 + 2 + 4 + 2) speech ids over (2 + 2 + 2 + 2) text ids, bos and eos counted
     pairs = [([5] * 8, [7, 8]), ([5] * 4, [9, 9])]
     assert time_scales(pairs) == {"speech": 1.0, "text": 16 / 8}
+
+
+def test_the_large_gpu_recipe_is_a_valid_config_that_shrinks_to_toy_size() -> None:
+    """configs/zipper_speech_text_large.yaml is checked like any config, and the same
+    file with toy sizes given as overrides still validates (what the CPU can try)."""
+    from pathlib import Path
+
+    from multitower.config import build_dataclass, load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "zipper_speech_text_large.yaml"
+    raw = load_config(path)
+    assert raw.pop("experiment") == "zipper_speech_text"
+    cfg = build_dataclass(SpeechTextConfig, raw, "")
+    assert cfg.cross_attention_positions == "time"
+    assert cfg.corpus.n_aligned == 40000 and cfg.text_tower.d_model == 512
+    assert {cfg.pretrain_text.device, cfg.finetune.device} == {"auto"}
+    toy = load_config(
+        path,
+        [
+            "corpus.n_text=200", "corpus.n_unaligned=48", "corpus.n_aligned=48",
+            "corpus.n_test=8", "valid_pairs=8", "text_tower.d_model=32",
+            "speech_tower.d_model=32", "finetune.batch_size=16", "pretrain_speech.batch_size=16",
+            "recognizer.train.batch_size=16", "fractions=[0.5,1.0]", "finetune_steps=[5,10]",
+        ],
+    )  # fmt: skip
+    toy.pop("experiment")
+    assert build_dataclass(SpeechTextConfig, toy, "").corpus.n_aligned == 48

@@ -310,3 +310,36 @@ def test_plot_on_an_experiment_directory_plots_every_stage(tiny_run, tmp_path, m
     png = tmp_path / "plots" / "finetune_zipper_1" / "loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(png) in done.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_the_large_recipe_runs_at_toy_size_with_time_aligned_cross_attention(tmp_path):
+    """configs/zipper_speech_text_large.yaml end to end on CPU with toy sizes given as
+    overrides (about a minute): every stage, two parallel fine-tunes, and a saved
+    Zipper whose cross-attention places text at the measured units per text id."""
+    from multitower.models.pretrained import load_pretrained
+
+    large = ROOT / "configs" / "zipper_speech_text_large.yaml"
+    toy = (
+        "corpus.n_text=300 corpus.n_unaligned=48 corpus.n_aligned=48 corpus.n_test=8 "
+        "valid_pairs=8 text_tokenizer.vocab_size=300 units.codebook_size=32 "
+        "text_tower.d_model=32 text_tower.num_layers=2 text_tower.num_heads=2 "
+        "speech_tower.d_model=32 speech_tower.num_layers=2 speech_tower.num_heads=2 "
+        "pretrain_text.max_steps=10 pretrain_text.warmup_steps=2 pretrain_text.batch_size=16 "
+        "pretrain_speech.max_steps=10 pretrain_speech.warmup_steps=2 "
+        "pretrain_speech.batch_size=16 finetune.batch_size=16 finetune.eval_every=5 "
+        "finetune.warmup_steps=2 recognizer.d_model=32 recognizer.num_layers=1 "
+        "recognizer.num_heads=2 recognizer.train.max_steps=10 recognizer.train.warmup_steps=2 "
+        "recognizer.train.batch_size=16 fractions=[0.5,1.0] finetune_steps=[5,10] "
+        "systems=[zipper,baseline] eval.max_test=8 eval.batch_size=8 eval.max_new_text=16 "
+        "eval.max_new_speech=40"
+    ).split()
+    run_dir = tmp_path / "run"
+    args = ["run", str(large), *toy, "--run-dir", str(run_dir), "--quiet", "--jobs", "2"]
+    assert main(args) == 0
+    summary = json.loads((run_dir / "results" / "results.json").read_text())
+    assert {(r["system"], r["fraction"]) for r in summary["results"]} == {
+        ("zipper", 0.5), ("zipper", 1.0), ("baseline", 0.5), ("baseline", 1.0)
+    }  # fmt: skip
+    scales = load_pretrained(run_dir / "finetune" / "zipper_1" / "model").config.position_scales
+    assert scales["speech"] == 1.0 and 1.0 < scales["text"] < 20.0
