@@ -455,7 +455,7 @@ class Zipper(nn.Module):
             )
             for t in active
         }
-        step = _FusionInputs(batch, caching)
+        step = _FusionInputs(batch, caching, self.config.position_scales)
         shared: dict[tuple[str, int], torch.Tensor] = {}
         for op in self.schedule(active):
             match op:
@@ -466,19 +466,27 @@ class Zipper(nn.Module):
                 case ShareState(tower, depth, readers):
                     shared[(tower, depth)] = x[tower]
                     if caching:
-                        self._append_to_caches(readers, x[tower], batch[tower], max_pos[tower])
+                        self._append_to_caches(
+                            readers, x[tower], batch[tower], step.positions(tower), max_pos[tower]
+                        )
                 case CrossAttend(point):
                     x[point.query] = self._cross_attend(point, x[point.query], step, shared)
         return {t: self.towers[t].head(x[t]) for t in active}
 
     def _append_to_caches(
-        self, readers: Iterable[FusionPoint], h: torch.Tensor, tb: TowerBatch, max_position: int
+        self,
+        readers: Iterable[FusionPoint],
+        h: torch.Tensor,
+        tb: TowerBatch,
+        shared_positions: torch.Tensor | None,
+        max_position: int,
     ) -> None:
-        """Append the source state ``h`` ``(B, T, D_s)`` to every reader's cross-attention cache."""
+        """Append the source state ``h`` ``(B, T, D_s)`` to every reader's cross-attention
+        cache (keys rotated by ``shared_positions`` when cross-attention is rotary)."""
         for p in readers:
             block = self.block(p)
             assert block.kv_cache is not None
-            k, v = block.source_kv(h, self._shared_positions(p.source, tb))  # (B, H, T, Dh)
+            k, v = block.source_kv(h, shared_positions)  # (B, H, T, Dh)
             block.kv_cache.update_source(tb.positions, k, v, tb.global_positions, tb.valid)
             block.kv_cache.mark_filled(max_position)
 
@@ -494,7 +502,7 @@ class Zipper(nn.Module):
         source state (or nothing when the source tower is absent from the batch)."""
         block, batch = self.block(point), step.batch
         q = batch[point.query]
-        rope = step.query_rope(point, block, self._shared_positions(point.query, q), h.dtype)
+        rope = step.query_rope(point, block, h.dtype)
         if step.caching:
             cache = block.kv_cache
             assert cache is not None
@@ -513,7 +521,7 @@ class Zipper(nn.Module):
             return block(h, None, None, None)
         src = batch[point.source]
         k, v = block.source_kv(
-            shared[(point.source, point.source_depth)], self._shared_positions(point.source, src)
+            shared[(point.source, point.source_depth)], step.positions(point.source)
         )  # (B, H, S, Dh)
         mask = step.mask(
             point,
@@ -523,12 +531,6 @@ class Zipper(nn.Module):
             ),  # (B, Tq, S)
         )
         return block(h, k, v, mask, query_rope=rope)
-
-    def _shared_positions(self, tower: str, tb: TowerBatch) -> torch.Tensor | None:
-        """``tower``'s tokens on the axis shared by every tower (``config.position_scales``),
-        or None when cross-attention has no positions."""
-        scales = self.config.position_scales
-        return tb.positions * float(scales[tower]) if scales else None
 
 
 class _FusionInputs:
@@ -540,11 +542,24 @@ class _FusionInputs:
     which are all written together whenever the source runs.
     """
 
-    def __init__(self, batch: Mapping[str, TowerBatch], caching: bool) -> None:
+    def __init__(
+        self, batch: Mapping[str, TowerBatch], caching: bool, scales: Mapping[str, float]
+    ) -> None:
         self.batch = batch
         self.caching = caching
+        self.scales = scales
+        self._positions: dict[str, torch.Tensor] = {}
         self._masks: dict[str, CrossMask] = {}
         self._ropes: dict[str, RotaryTables] = {}
+
+    def positions(self, tower: str) -> torch.Tensor | None:
+        """``tower``'s tokens on the axis shared by every tower (``position_scales``),
+        or None when cross-attention has no positions."""
+        if not self.scales:
+            return None
+        if tower not in self._positions:
+            self._positions[tower] = self.batch[tower].positions * float(self.scales[tower])
+        return self._positions[tower]
 
     def mask(
         self, point: FusionPoint, dtype: torch.dtype, build: Callable[[], torch.Tensor]
@@ -557,10 +572,10 @@ class _FusionInputs:
         self,
         point: FusionPoint,
         block: GatedCrossAttentionBlock,
-        positions: torch.Tensor | None,
         dtype: torch.dtype,
     ) -> RotaryTables | None:
         rotary = block.cross_attn.rotary
+        positions = self.positions(point.query)
         if rotary is None or positions is None:
             return None
         if point.query not in self._ropes:
