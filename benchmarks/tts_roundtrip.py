@@ -53,7 +53,7 @@ def main() -> None:
     from multitower.data.speech.units import SpeechUnitTokenizer
     from multitower.data.text import normalize_text
     from multitower.experiments.zipper_speech_text.evaluate import synthesize_units, wer
-    from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
+    from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET, speech_ids
     from multitower.experiments.zipper_speech_text.recognizer import (
         load_recognizer,
         transcribe,
@@ -78,7 +78,7 @@ def main() -> None:
         if units.numel() == 0:
             return []
         audio = units_to_waveform(units, tok, deduped=tok.config.dedup)
-        return [int(u) + UNIT_OFFSET for u in tok.encode(audio)]
+        return speech_ids(tok, audio)
 
     gold_direct = transcribe(recognizer, alphabet, gold, decoder=decoder)
     gold_trip = transcribe(recognizer, alphabet, [round_trip(g) for g in gold], decoder=decoder)

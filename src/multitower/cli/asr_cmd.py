@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from multitower.data.errors import BadRecordError
     from multitower.data.speech.audio import load_audio
-    from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
+    from multitower.experiments.zipper_speech_text.experiment import speech_ids
     from multitower.generation import generate
     from multitower.interleave import Segment
 
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             )
             text = NO_SPEECH
         else:
-            units = [int(u) + UNIT_OFFSET for u in c.unit_tokenizer.encode(audio.audio)]
+            units = speech_ids(c.unit_tokenizer, audio.audio)
             try:
                 out = generate(
                     c.model,

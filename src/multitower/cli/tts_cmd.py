@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 def hear(run_dir: Path, wav: Path, unit_tokenizer: object) -> str:
     """What the run's TTS scorer transcribes from the audio file ``wav``."""
     from multitower.data.speech import read_audio
-    from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
+    from multitower.experiments.zipper_speech_text.experiment import speech_ids
     from multitower.experiments.zipper_speech_text.recognizer import load_recognizer, transcribe
     from multitower.experiments.zipper_speech_text.text_decoder import load_decoder
 
@@ -132,7 +132,7 @@ def hear(run_dir: Path, wav: Path, unit_tokenizer: object) -> str:
     except (OSError, ValueError) as err:
         raise UserError(f"--check needs the run's TTS scorer: {err}") from err
     tok: Any = unit_tokenizer
-    units = [int(u) + UNIT_OFFSET for u in tok.encode(read_audio(wav, tok.config.sample_rate))]
+    units = speech_ids(tok, read_audio(wav, tok.config.sample_rate))
     return transcribe(recognizer, alphabet, [units], decoder=decoder)[0]
 
 

@@ -73,6 +73,12 @@ from multitower.train.trainer import TrainConfig
 UNIT_OFFSET = 3  # speech tower ids: 0 pad, 1 bos, 2 eos, then units
 
 
+def speech_ids(tok: SpeechUnitTokenizer, audio: torch.Tensor) -> list[int]:
+    """The speech tower's ids of a waveform ``(T,)`` at ``tok``'s sample rate: its units
+    shifted past the special ids."""
+    return [int(u) + UNIT_OFFSET for u in tok.encode(audio)]
+
+
 class SpeechTextExperiment:
     """Runs (or resumes) every stage in ``run_dir``."""
 
@@ -160,13 +166,7 @@ class SpeechTextExperiment:
         if not self.stages.get("encode_units"):
             log("units: encoding every split")
             encoded = {
-                split: [
-                    [
-                        int(u) + UNIT_OFFSET
-                        for u in tok.encode(read_audio(p, tok.config.sample_rate))
-                    ]
-                    for _, _, p in items
-                ]
+                split: [speech_ids(tok, read_audio(p, tok.config.sample_rate)) for _, _, p in items]
                 for split, items in splits.items()
             }
             write_text_atomic(path, json.dumps(encoded))
@@ -206,7 +206,7 @@ class SpeechTextExperiment:
                 text = normalize_text(u.transcript)
                 if text and text not in exclude:
                     audio = read_audio(Path(u.path), tok.config.sample_rate)
-                    pairs.append(([int(x) + UNIT_OFFSET for x in tok.encode(audio)], text))
+                    pairs.append((speech_ids(tok, audio), text))
             write_text_atomic(path, json.dumps(pairs))
             self.stages.mark("scorer_corpus", {"pairs": len(pairs), "dropped": n - len(pairs)})
         return [(list(u), t) for u, t in json.loads(path.read_text())]
