@@ -25,8 +25,9 @@ import json
 import math
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -644,26 +645,33 @@ class Prepared:
     n_sentences: int
 
 
-def _pretrain_job(
-    cfg: SpeechTextConfig, run_dir: str, args: tuple[Any, ...], threads: int, quiet: bool
-) -> None:
-    """Pre-trains one tower in a worker process (its parent marks the stage)."""
+@contextmanager
+def _worker_experiment(
+    cfg: SpeechTextConfig, run_dir: str, threads: int, quiet: bool
+) -> Iterator[SpeechTextExperiment]:
+    """The experiment as a worker process sees it: its own thread count, the run's
+    log, and ``stages.json`` read only (only the parent process writes it)."""
     torch.set_num_threads(threads)
     with run_log(Path(run_dir) / "run.log"):
         experiment = SpeechTextExperiment(cfg, run_dir, quiet=quiet)
         experiment.stages.read_only = True
+        yield experiment
+
+
+def _pretrain_job(
+    cfg: SpeechTextConfig, run_dir: str, args: tuple[Any, ...], threads: int, quiet: bool
+) -> None:
+    """Pre-trains one tower in a worker process (its parent marks the stage)."""
+    with _worker_experiment(cfg, run_dir, threads, quiet) as experiment:
         experiment.pretrain(*args, mark=False)
 
 
 def _finetune_job(
     cfg: SpeechTextConfig, run_dir: str, system: str, fraction: float, threads: int, quiet: bool
 ) -> dict[str, Any]:
-    """One fine-tune in a worker process: loads the finished earlier stages (read only:
-    only the parent writes ``stages.json``), trains, evaluates, returns the row."""
-    torch.set_num_threads(threads)
-    with run_log(Path(run_dir) / "run.log"):
-        experiment = SpeechTextExperiment(cfg, run_dir, quiet=quiet)
-        experiment.stages.read_only = True
+    """One fine-tune in a worker process: loads the finished earlier stages, trains,
+    evaluates, returns the row."""
+    with _worker_experiment(cfg, run_dir, threads, quiet) as experiment:
         return experiment.finetune(experiment.prepare(), system, fraction)
 
 
