@@ -74,6 +74,12 @@ def main() -> None:
         help="fusion.position_scales for text (speech: 1): a number, 'auto' (aligned units "
         "per text token) or 'none' (position-free cross-attention, the paper's)",
     )
+    p.add_argument(
+        "--shares",
+        default=None,
+        help="with both directions: each direction's share of the loss, e.g. asr=0.5,tts=0.5 "
+        "(default: every target token weighs the same)",
+    )
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=None)
@@ -133,7 +139,11 @@ def main() -> None:
         gate_lr=None if baseline else a.gate_lr,
         weight_decay=0.1,
     )
-    collate = interleaved_collate(model.modalities)
+    shares = None
+    if a.shares:
+        per_direction = {k: float(v) for k, v in (kv.split("=") for kv in a.shares.split(","))}
+        shares = {{"asr": "text", "tts": "speech"}[k]: v for k, v in per_direction.items()}
+    collate = interleaved_collate(model.modalities, shares)
     data = PairedDirections(aligned, tuple(a.directions.split(",")))
     task = InterleavedLMTask()
     rng = random.Random(0)
@@ -141,7 +151,7 @@ def main() -> None:
     print(
         f"{a.system} input_projection={a.input_projection} gate_lr={a.gate_lr} "
         f"every={a.cross_attention_every} directions={a.directions} pairs={len(aligned)} "
-        f"position_scales={scales or None}",
+        f"position_scales={scales or None} shares={shares}",
         flush=True,
     )
     t0 = time.time()

@@ -184,3 +184,73 @@ def test_the_large_gpu_recipe_is_a_valid_config_that_shrinks_to_toy_size() -> No
     )  # fmt: skip
     toy.pop("experiment")
     assert build_dataclass(SpeechTextConfig, toy, "").corpus.n_aligned == 48
+
+
+def _zipper_and_pairs():
+    import torch
+
+    from multitower.models.decoder import DecoderConfig
+    from multitower.models.zipper import Zipper, ZipperConfig
+
+    torch.manual_seed(0)
+    towers = {
+        "speech": DecoderConfig(vocab_size=20, d_model=16, num_layers=2, num_heads=2),
+        "text": DecoderConfig(vocab_size=24, d_model=16, num_layers=2, num_heads=2),
+    }
+    model = Zipper(ZipperConfig(towers, cross_attention_every=1))
+    # speech outputs 3-4x longer than text outputs, as in the recipe
+    pairs = [([3 + (i + j) % 15 for j in range(9 + i % 4)], [3, 4 + i % 11]) for i in range(6)]
+    return model, pairs
+
+
+@pytest.mark.parametrize("shares", [(0.5, 0.5), (0.8, 0.2), (1.0, 0.0)])
+def test_direction_shares_mix_each_directions_own_mean_loss(shares) -> None:
+    import torch
+
+    from multitower.experiments.zipper_speech_text.pairs import (
+        PairedDirections,
+        interleaved_collate,
+    )
+    from multitower.losses import interleaved_next_token_loss
+
+    model, pairs = _zipper_and_pairs()
+    model.eval()
+    asr, tts = shares
+
+    def loss(items, collate):
+        batch = collate(items)
+        with torch.no_grad():
+            return float(interleaved_next_token_loss(model(batch), batch)), batch
+
+    plain = interleaved_collate(model.modalities)
+    both = [PairedDirections(pairs)[i] for i in range(12)]
+    asr_mean, _ = loss([x for x in both if "text" in x.loss_weights], plain)
+    tts_mean, _ = loss([x for x in both if "speech" in x.loss_weights], plain)
+    token_mean, plain_batch = loss(both, plain)
+    mixed, batch = loss(both, interleaved_collate(model.modalities, {"text": asr, "speech": tts}))
+    assert mixed == pytest.approx(asr * asr_mean + tts * tts_mean, rel=1e-5)
+    assert mixed != pytest.approx(token_mean, rel=1e-3)  # token weighting favours speech
+    total = sum(float(tb.loss_weights.sum()) for tb in batch.values())
+    assert total == pytest.approx(sum(float(tb.loss_weights.sum()) for tb in plain_batch.values()))
+    # a batch of one direction only keeps plain weights for it
+    only_asr = [x for x in both if "text" in x.loss_weights]
+    if asr > 0:
+        alone, _ = loss(
+            only_asr, interleaved_collate(model.modalities, {"text": asr, "speech": tts})
+        )
+        assert alone == pytest.approx(asr_mean, rel=1e-5)
+
+
+def test_direction_shares_bad_values_are_errors() -> None:
+    from multitower.experiments.zipper_speech_text.pairs import interleaved_collate
+
+    model, _ = _zipper_and_pairs()
+    for bad in ({"text": 1.0, "image": 1.0}, {"text": -1.0}, {"text": 0.0, "speech": 0.0}):
+        with pytest.raises(ValueError, match="shares must map modalities"):
+            interleaved_collate(model.modalities, bad)
+    for shares in ({"asr": 1.0}, {"asr": 0.5, "tts": -0.1}, {"asr": 0, "tts": 0}):
+        with pytest.raises(ValueError, match="direction_shares must give asr and tts"):
+            SpeechTextConfig(direction_shares=shares)
+    cfg = SpeechTextConfig(direction_shares={"asr": 0.7, "tts": 0.3})
+    assert cfg.loss_shares() == {"text": 0.7, "speech": 0.3}
+    assert SpeechTextConfig().loss_shares() is None

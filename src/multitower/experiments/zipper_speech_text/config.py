@@ -251,6 +251,11 @@ class SpeechTextConfig:
     # shared time axis (fusion.position_scales: speech 1, text = units per text
     # token of the pairs fine-tuned on); "none": position-free (the paper's)
     cross_attention_positions: str = "none"
+    # each direction's share of every fine-tuning batch's loss ({asr: 0.5, tts: 0.5}):
+    # each direction's target tokens are averaged on their own, then mixed by these
+    # shares; null weighs every target token the same, which gives ASR (14 text tokens
+    # per utterance) about a fifth of the gradient against TTS (61 units)
+    direction_shares: dict[str, float] | None = None
     # A local Hugging Face causal LM folder (config.json, *.safetensors, tokenizer.json)
     # used as the text tower instead of pre-training one (hf_text_tower.py): its
     # tokenizer.json replaces text_tokenizer; text_tower and pretrain_text are unused.
@@ -296,6 +301,17 @@ class SpeechTextConfig:
                 "fusion.position_scales and cross_attention_positions=time both place the "
                 "tokens in time: set one of them"
             )
+        if self.direction_shares is not None:
+            shares = self.direction_shares
+            if (
+                set(shares) != {"asr", "tts"}
+                or not all(isinstance(v, (int, float)) and v >= 0 for v in shares.values())
+                or sum(shares.values()) <= 0
+            ):
+                raise ValueError(
+                    f"direction_shares must give asr and tts numbers >= 0 with a positive "
+                    f"sum (e.g. {{asr: 0.5, tts: 0.5}}) or be null, got {shares}"
+                )
         if self.text_tower_source is not None and not self.text_tower_source.strip():
             raise ValueError("text_tower_source must be a folder path or null, got ''")
         unknown = sorted(set(self.text_tower_special_ids) - {"pad_id", "bos_id", "eos_id"})
@@ -349,6 +365,12 @@ class SpeechTextConfig:
     def runs(self, fraction: float) -> list[str]:
         """The systems fine-tuned at ``fraction``, in ``systems`` order."""
         return [s for s in self.systems if fraction in self.system_fractions.get(s, self.fractions)]
+
+    def loss_shares(self) -> dict[str, float] | None:
+        """``direction_shares`` keyed by output modality (ASR outputs text, TTS speech)."""
+        if self.direction_shares is None:
+            return None
+        return {"text": self.direction_shares["asr"], "speech": self.direction_shares["tts"]}
 
     def steps(self, fraction: float) -> int:
         """Fine-tuning steps at ``fraction``."""

@@ -489,7 +489,7 @@ class SpeechTextExperiment:
         if cfg.cross_attention_positions == "time":
             fusion = replace(fusion, position_scales=time_scales(subset))
         model = build_system(system, prep.text_tower, prep.speech_tower, fusion, cfg.seed)
-        collate = interleaved_collate(model.modalities)
+        collate = interleaved_collate(model.modalities, cfg.loss_shares())
         test_set = PairedDirections(prep.test)
         start_loss = mean_loss(model, test_set, collate)
         stage_dir = self.run_dir / "finetune" / f"{system}_{fraction:g}"

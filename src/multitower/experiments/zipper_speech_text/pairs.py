@@ -88,15 +88,56 @@ class PairedDirections:
         return PairedExample([t, s], {self.speech: 1.0})
 
 
+def balanced_weights(
+    items: Sequence[PairedExample], shares: Mapping[str, float]
+) -> list[dict[str, float]]:
+    """Per-example loss weights under which each output modality's targets carry its
+    share of the batch's loss.
+
+    With plain token weights a batch's loss is dominated by the modality with the
+    longest outputs (61 speech units against 14 text tokens per utterance in the
+    speech-text recipe: ASR gets a fifth of the gradient). Here each modality's
+    target tokens are averaged on their own and the averages mixed by ``shares``
+    (renormalised over the modalities present in the batch); the total weight, and
+    so the token count a trainer sees, is unchanged.
+    """
+    counts: dict[str, float] = {}
+    for x in items:
+        for seg in x.segments:
+            w = x.loss_weights.get(seg.modality, 0.0)
+            if w:
+                if seg.modality not in shares:
+                    raise ValueError(
+                        f"shares has no entry for output modality {seg.modality!r} "
+                        f"(given: {sorted(shares)})"
+                    )
+                counts[seg.modality] = counts.get(seg.modality, 0.0) + w * (len(seg.tokens) + 1)
+    total, norm = sum(counts.values()), sum(shares[m] for m in counts)
+    if not counts or norm <= 0:
+        return [dict(x.loss_weights) for x in items]
+    factor = {m: shares[m] / norm * total / n for m, n in counts.items()}
+    return [{m: w * factor.get(m, 1.0) for m, w in x.loss_weights.items()} for x in items]
+
+
 def interleaved_collate(
-    modalities: Mapping[str, Modality],
+    modalities: Mapping[str, Modality], shares: Mapping[str, float] | None = None
 ) -> Callable[[list[PairedExample]], dict[str, TowerBatch]]:
-    """Collate :class:`PairedExample` s for a model with these modalities."""
+    """Collate :class:`PairedExample` s for a model with these modalities.
+
+    ``shares``: output modality -> share of each batch's loss (:func:`balanced_weights`);
+    ``None`` weighs every target token the same.
+    """
+    if shares is not None:
+        bad = {m: v for m, v in shares.items() if m not in modalities or not v >= 0}
+        if bad or sum(shares.values()) <= 0:
+            raise ValueError(
+                f"shares must map modalities of {sorted(modalities)} to weights >= 0 with a "
+                f"positive sum, got {dict(shares)}"
+            )
 
     def collate(items: list[PairedExample]) -> dict[str, TowerBatch]:
-        return collate_interleaved(
-            [x.segments for x in items], modalities, loss_weights=[x.loss_weights for x in items]
-        )
+        weights = balanced_weights(items, shares) if shares else [x.loss_weights for x in items]
+        return collate_interleaved([x.segments for x in items], modalities, loss_weights=weights)
 
     return collate
 
