@@ -477,6 +477,7 @@ class SpeechTextExperiment:
         from multitower.experiments.zipper_speech_text.evaluate import evaluate_system
 
         cfg = self.cfg
+        started = time.time()
         n = max(1, math.ceil(fraction * len(prep.pool)))
         subset = [prep.aligned[i] for i in prep.pool[:n]]  # nested: 1% within 10% within 100%
         steps = cfg.steps(fraction)
@@ -540,6 +541,7 @@ class SpeechTextExperiment:
             "test_loss_start": start_loss,
             "test_loss_final": final_loss,
             **metrics,
+            "seconds": time.time() - started,  # this invocation: training and evaluation
         }
 
     def run(self, jobs: int = 1) -> dict[str, Any]:
@@ -563,13 +565,14 @@ class SpeechTextExperiment:
             for system in cfg.runs(fraction)
             if not self.stages.get(f"finetune_{system}_{fraction:g}")
         ]
+        eta = FinetuneETA({job: cfg.steps(job[1]) for job in todo}, jobs)
         if jobs == 1 or len(todo) <= 1:
             for system, fraction in todo:
-                self.stages.mark(
-                    f"finetune_{system}_{fraction:g}", self.finetune(prep, system, fraction)
-                )
+                row = self.finetune(prep, system, fraction)
+                self.stages.mark(f"finetune_{system}_{fraction:g}", row)
+                log(eta.finished((system, fraction), row["seconds"]))
         else:
-            self._finetune_in_parallel(todo, jobs)
+            self._finetune_in_parallel(todo, jobs, eta)
         results = [
             self.stages.get(f"finetune_{s}_{f:g}") for f in cfg.fractions for s in cfg.runs(f)
         ]
@@ -604,7 +607,9 @@ class SpeechTextExperiment:
         log(f"done: results in {self.run_dir / 'results'}")
         return summary
 
-    def _finetune_in_parallel(self, todo: list[tuple[str, float]], jobs: int) -> None:
+    def _finetune_in_parallel(
+        self, todo: list[tuple[str, float]], jobs: int, eta: FinetuneETA
+    ) -> None:
         """Runs the fine-tunes ``todo`` in ``jobs`` spawned processes, longest first; each
         row is recorded here as its process finishes, so an interruption loses only the
         fine-tunes still running (they resume from their checkpoints)."""
@@ -624,7 +629,35 @@ class SpeechTextExperiment:
             }
             for future in as_completed(futures):
                 system, fraction = futures[future]
-                self.stages.mark(f"finetune_{system}_{fraction:g}", future.result())
+                row = future.result()
+                self.stages.mark(f"finetune_{system}_{fraction:g}", row)
+                log(eta.finished((system, fraction), row["seconds"]))
+
+
+class FinetuneETA:
+    """The time left for the fine-tunes still to run, from the finished ones.
+
+    Each fine-tune's time (training and evaluation) is taken as proportional to its
+    steps; the seconds per step of the finished ones, times the steps left, divided
+    by the processes running them, is the estimate printed after each one finishes.
+    """
+
+    def __init__(self, steps: dict[tuple[str, float], int], jobs: int) -> None:
+        self.left, self.jobs = dict(steps), max(1, jobs)
+        self.total, self.done_steps, self.seconds = len(steps), 0, 0.0
+        self.t0 = time.time()
+
+    def finished(self, job: tuple[str, float], seconds: float) -> str:
+        """Records ``job`` as done in ``seconds``; returns the progress line."""
+        self.done_steps += self.left.pop(job)
+        self.seconds += seconds
+        done = self.total - len(self.left)
+        line = f"fine-tunes: {done} of {self.total} done ({(time.time() - self.t0) / 60:.1f} min)"
+        if self.left and self.done_steps:
+            per_step = self.seconds / self.done_steps
+            left = sum(self.left.values()) * per_step / min(self.jobs, len(self.left))
+            line += f", about {left / 60:.0f} min left"
+        return line
 
 
 @dataclass
