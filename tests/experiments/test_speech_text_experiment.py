@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from multitower.cli.main import main
+from multitower.experiments.zipper_speech_text.config import SpeechTextConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "zipper_speech_text_tiny.yaml"
@@ -362,3 +364,40 @@ def test_the_large_recipe_runs_at_toy_size_with_time_aligned_cross_attention(tmp
     }  # fmt: skip
     scales = load_pretrained(run_dir / "finetune" / "zipper_1" / "model").config.position_scales
     assert scales["speech"] == 1.0 and 1.0 < scales["text"] < 20.0
+
+
+def test_unit_encoding_resumes_from_its_finished_shards(tmp_path, monkeypatch):
+    """An interrupted encoding stage keeps its written shards: a rerun encodes only the
+    rest, and a shard holding other utterances (or unreadable) is encoded again."""
+    from multitower.experiments.zipper_speech_text import experiment as ex
+
+    monkeypatch.setattr(ex, "ENCODE_SHARD", 2)
+    monkeypatch.setattr(ex, "read_audio", lambda path, rate: path)
+    calls: list[str] = []
+
+    def fake_ids(tok, audio):
+        calls.append(audio.name)
+        if audio.name == "u3.flac" and len(calls) == 4:
+            raise KeyboardInterrupt  # interrupted inside the second shard
+        return [int(audio.stem[1:])]
+
+    monkeypatch.setattr(ex, "speech_ids", fake_ids)
+    tok = SimpleNamespace(config=SimpleNamespace(sample_rate=16000))
+    items = [(f"u{i}", "t", tmp_path / f"u{i}.flac") for i in range(5)]
+    experiment = ex.SpeechTextExperiment(SpeechTextConfig(), tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        experiment.encode_units(tok, {"aligned": items})
+    shards = tmp_path / "run" / "units" / "encoding"
+    assert sorted(p.name for p in shards.iterdir()) == ["aligned_00000.json"]
+    calls.clear()
+    encoded = experiment.encode_units(tok, {"aligned": items})
+    assert encoded == {"aligned": [[0], [1], [2], [3], [4]]}
+    assert calls == ["u2.flac", "u3.flac", "u4.flac"]  # the first shard was not redone
+    assert not shards.exists() and experiment.stages.get("encode_units")
+    # a shard of other utterances is not reused
+    ex.write_json_atomic(
+        shards / "aligned_00000.json", {"utterances": ["x", "y"], "units": [[9], [9]]}
+    )
+    assert ex._read_shard(shards / "aligned_00000.json", ["u0", "u1"]) is None
+    (shards / "aligned_00000.json").write_text("{not json")
+    assert ex._read_shard(shards / "aligned_00000.json", ["u0", "u1"]) is None

@@ -24,6 +24,7 @@ import functools
 import json
 import math
 import multiprocessing
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -62,7 +63,7 @@ from multitower.experiments.zipper_speech_text.systems import (
     finetune_config,
     time_scales,
 )
-from multitower.io import write_text_atomic
+from multitower.io import write_json_atomic, write_text_atomic
 from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.models.hf_tower import HFTower
 from multitower.models.pretrained import load_pretrained, save_pretrained
@@ -166,14 +167,41 @@ class SpeechTextExperiment:
         path = self.run_dir / "units" / "encoded.json"
         if not self.stages.get("encode_units"):
             log("units: encoding every split")
+            shards = self.run_dir / "units" / "encoding"
             encoded = {
-                split: [speech_ids(tok, read_audio(p, tok.config.sample_rate)) for _, _, p in items]
+                split: self._encode_split(tok, split, items, shards)
                 for split, items in splits.items()
             }
             write_text_atomic(path, json.dumps(encoded))
+            shutil.rmtree(shards, ignore_errors=True)
             lengths = [len(u) for u in encoded["aligned"]]
             self.stages.mark("encode_units", {"mean_units_per_utt": sum(lengths) / len(lengths)})
         return json.loads(path.read_text())
+
+    def _encode_split(
+        self,
+        tok: SpeechUnitTokenizer,
+        split: str,
+        items: list[tuple[str, str, Path]],
+        shards: Path,
+    ) -> list[list[int]]:
+        """One split's units, encoded in shards of :data:`ENCODE_SHARD` utterances, each
+        written as it finishes: an interrupted stage re-encodes only the shard it was in.
+        A shard is reused only if it holds the same utterances in the same order."""
+        out: list[list[int]] = []
+        for start in range(0, len(items), ENCODE_SHARD):
+            chunk = items[start : start + ENCODE_SHARD]
+            names = [uid for uid, _, _ in chunk]
+            path = shards / f"{split}_{start // ENCODE_SHARD:05d}.json"
+            units = _read_shard(path, names)
+            if units is None:
+                units = [
+                    speech_ids(tok, read_audio(p, tok.config.sample_rate)) for _, _, p in chunk
+                ]
+                write_json_atomic(path, {"utterances": names, "units": units}, indent=None)
+            out.extend(units)
+            log(f"units: {split} {start + len(chunk)}/{len(items)} encoded")
+        return out
 
     def scorer_corpus(
         self, tok: SpeechUnitTokenizer, exclude: set[str]
@@ -658,6 +686,24 @@ class FinetuneETA:
             left = sum(self.left.values()) * per_step / min(self.jobs, len(self.left))
             line += f", about {left / 60:.0f} min left"
         return line
+
+
+ENCODE_SHARD = 500  # utterances per written shard of the unit-encoding stage
+
+
+def _read_shard(path: Path, names: list[str]) -> list[list[int]] | None:
+    """A finished encoding shard's units, or None if it is missing, unreadable or holds
+    other utterances (then it is encoded again)."""
+    try:
+        shard = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(shard, dict) or shard.get("utterances") != names:
+        return None
+    units = shard.get("units")
+    if not isinstance(units, list) or len(units) != len(names):
+        return None
+    return units
 
 
 @dataclass
