@@ -133,3 +133,32 @@ def test_warmup_cosine_sets_group_lrs_and_restores_from_state() -> None:
     assert opt.param_groups[0]["lr"] == pytest.approx(
         1e-3 * lr_factor(5, warmup_steps=2, max_steps=10, min_lr_ratio=0.0)
     )
+
+
+def test_build_optimizer_fuses_on_cpu_with_the_loops_updates() -> None:
+    from multitower.models.decoder import DecoderConfig, DecoderTower
+    from multitower.train.optim import build_optimizer, can_fuse, param_groups
+
+    torch.manual_seed(0)
+    model = DecoderTower(DecoderConfig(vocab_size=30, d_model=16, num_layers=2, num_heads=2))
+    reference = DecoderTower(model.config)
+    reference.load_state_dict(model.state_dict())
+    fused = build_optimizer(model, lr=1e-2, weight_decay=0.1)
+    assert fused.defaults["fused"] is True
+    groups = param_groups(reference, lr=1e-2, fusion_lr=None, weight_decay=0.1)
+    loop = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+    ids = torch.randint(0, 30, (4, 9))
+    for _ in range(3):
+        for m, opt in ((model, fused), (reference, loop)):
+            opt.zero_grad()
+            m(ids).logsumexp(-1).mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not can_fuse([])
+    assert not can_fuse(
+        [
+            torch.nn.Parameter(torch.zeros(2)),
+            torch.nn.Parameter(torch.zeros(2, dtype=torch.float64, device="meta")),
+        ]
+    )
