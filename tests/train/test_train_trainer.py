@@ -115,6 +115,37 @@ def test_trainer_matches_reference_loop_with_and_without_accumulation(tmp_path, 
         assert [r["loss"] for r in rows] == pytest.approx(ref_losses, rel=1e-5)
 
 
+def _compiled_matches_eager(tmp_path) -> None:
+    data = PaddedData(24)
+    eager, compiled = tiny_model(), tiny_model()
+    ref = Trainer(eager, NextTokenTask(pad_id=0), data, torch.stack, cfg(), tmp_path / "e").fit()
+    trainer = Trainer(
+        compiled, NextTokenTask(pad_id=0), data, torch.stack, cfg(compile=True), tmp_path / "c"
+    )
+    assert trainer.fit()["loss"] == pytest.approx(ref["loss"], rel=1e-5)
+    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # names unchanged
+
+
+def test_compile_option_traces_the_model_and_trains_alike(tmp_path, monkeypatch) -> None:
+    from torch._dynamo.utils import counters
+
+    real_compile = torch.compile
+    # Trace only (no kernels), so the test stays quick; the inductor run is the slow test.
+    monkeypatch.setattr(torch, "compile", lambda *a, **kw: real_compile(*a, **kw, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    _compiled_matches_eager(tmp_path)
+    assert counters["stats"]["unique_graphs"] >= 1  # the forward really went through dynamo
+
+
+@pytest.mark.slow
+def test_compile_option_with_the_inductor(tmp_path) -> None:
+    torch._dynamo.reset()
+    _compiled_matches_eager(tmp_path)
+
+
 def test_bf16_autocast_on_cpu(tmp_path) -> None:
     seen = []
 

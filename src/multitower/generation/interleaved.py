@@ -11,11 +11,18 @@ block a cross-attention cache that grows while the other tower generates; with
 ``use_cache=False`` the whole sequence is re-run every step (the reference the
 cached path must match token for token). The final ``eos`` is fed through the
 model too, so later segments can attend to it exactly as in training.
+
+With ``compile=True`` (or :class:`CompileOptions`) the cached one-token step runs
+through ``torch.compile`` with static shapes: the caches are preallocated for a
+fixed batch, every step attends the whole cache (masks hide the unwritten slots)
+and nothing is read back to the host inside the step, so it compiles to one graph
+per generating tower. The prefill runs eagerly (its length varies by prompt).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -44,6 +51,39 @@ class InterleavedLM(Protocol):
     def setup_caches(self, batch: int, max_len: int | Mapping[str, int]) -> None: ...
 
     def remove_caches(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How :func:`generate` compiles its cached decode step with ``torch.compile``.
+
+    Attributes:
+        mode: ``torch.compile`` mode: None (the default), ``"reduce-overhead"`` (CUDA
+            graphs: replays the step without per-kernel launches) or ``"max-autotune"``.
+        backend: ``"inductor"`` (generates kernels), or ``"eager"``/``"aot_eager"``,
+            which only trace (quick; for checking that the step is one graph).
+        fullgraph: raise on a graph break instead of running the step in pieces.
+    """
+
+    mode: str | None = None
+    backend: str = "inductor"
+    fullgraph: bool = False
+
+    def __post_init__(self) -> None:
+        modes = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if self.mode not in modes:
+            raise ValueError(f"CompileOptions.mode must be one of {modes}, got {self.mode!r}")
+
+
+# With compile, cache capacities are rounded up to a multiple of this, so prompts of
+# similar lengths share one compiled step (each new shape compiles anew).
+COMPILE_CAPACITY_MULTIPLE = 64
+
+
+def _compile_options(compile: bool | CompileOptions) -> CompileOptions | None:
+    if isinstance(compile, CompileOptions):
+        return compile
+    return CompileOptions() if compile else None
 
 
 def _limits(max_new_tokens: int | Mapping[str, int], outputs: Sequence[str]) -> dict[str, int]:
@@ -117,6 +157,7 @@ def generate(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    compile: bool | CompileOptions = False,
 ) -> list[list[Segment]]:
     """Generate one segment per output modality for every prompt.
 
@@ -129,6 +170,9 @@ def generate(
         temperature, top_k, top_p, generator: see
             :func:`~multitower.generation.sampling.sample_next_token`.
         use_cache: KV-cached decoding (fast) or full re-computation (reference).
+        compile: run the cached one-token step through ``torch.compile`` (True: the
+            inductor, default mode; or :class:`CompileOptions`). Needs ``use_cache``.
+            Each batch size and cache capacity compiles once per process.
 
     Returns:
         Per example, the generated segments (content ids, no bos/eos), one per
@@ -137,8 +181,12 @@ def generate(
     Raises:
         ValueError: an unknown modality, an out-of-vocabulary prompt token, an
             empty batch, or a prompt plus output room longer than a tower's
-            ``max_seq_len`` (see :func:`check_lengths`).
+            ``max_seq_len`` (see :func:`check_lengths`), or ``compile`` without
+            ``use_cache``.
     """
+    options = _compile_options(compile)
+    if options is not None and not use_cache:
+        raise ValueError("compile needs use_cache=True: the uncached path has no static shapes")
     mods = model.modalities
     check_modalities(output_modalities, mods, "output_modalities")
     if len(output_modalities) == 0:
@@ -148,8 +196,12 @@ def generate(
     check_lengths(prompt_batch, limits, mods, model.max_seq_lens)
     B = len(prompts)
     device = next(model.parameters()).device  # type: ignore[attr-defined]
-    run = _CachedRun if use_cache else _FullRun
-    state = run(model, prompts, prompt_batch, limits, output_modalities, device)
+    if use_cache:
+        state: _CachedRun | _FullRun = _CachedRun(
+            model, prompts, prompt_batch, limits, output_modalities, device, options
+        )
+    else:
+        state = _FullRun(model, prompts, prompt_batch, limits, output_modalities, device)
     outputs: list[list[Segment]] = [[] for _ in range(B)]
     rows = torch.arange(B, device=device)
     # Sampling draws from ``generator`` every step: reading "done" back every step keeps
@@ -203,6 +255,8 @@ class _CachedRun:
     A finished example keeps stepping with padding (valid False) at its next free
     slot, which its next token overwrites; the clamp never bites before the last
     step of a segment, as only an example that used all its room fills a tower.
+
+    With ``options`` the steps (not the prefill) go through ``torch.compile``.
     """
 
     check_every = 8  # steps between reads of "is every example done?"
@@ -215,12 +269,24 @@ class _CachedRun:
         limits: dict[str, int],
         outputs: Sequence[str],
         device: torch.device,
+        options: CompileOptions | None = None,
     ) -> None:
         self.model = model
         mods = model.modalities
         capacity = {t: tb.tokens.shape[1] for t, tb in prompt_batch.items()}
         for name in outputs:
             capacity[mods[name].tower] += limits[name] + 2  # bos + content + eos
+        self.step_fn: Callable[[Mapping[str, TowerBatch]], dict[str, torch.Tensor]] = model
+        if options is not None:
+            m = COMPILE_CAPACITY_MULTIPLE
+            capacity = {t: -(-n // m) * m for t, n in capacity.items()}
+            self.step_fn = torch.compile(
+                model,  # type: ignore[arg-type]
+                dynamic=False,
+                mode=options.mode,
+                backend=options.backend,
+                fullgraph=options.fullgraph,
+            )
         self.capacity = capacity
         B = len(prompts)
         model.setup_caches(B, capacity)
@@ -242,7 +308,7 @@ class _CachedRun:
         valid = ~done
         pos = self.local_len[t].clamp_max(self.capacity[t] - 1)
         tb = TowerBatch(tokens[:, None], pos[:, None], self.global_len[:, None], valid[:, None])
-        logits = self.model({t: tb})[t][:, -1]  # (B, V)
+        logits = self.step_fn({t: tb})[t][:, -1]  # (B, V)
         self.local_len[t] = self.local_len[t] + valid.long()
         self.global_len = self.global_len + valid.long()
         return logits

@@ -79,7 +79,15 @@ class KVCache(nn.Module):
 
     def mark_filled(self, max_position: int) -> int:
         """Record that slots up to ``max_position`` are about to be written; return
-        :attr:`filled` (slots in use)."""
+        :attr:`filled` (slots in use).
+
+        While ``torch.compile`` traces, the whole cache is attended (static shapes) and
+        :attr:`filled` is set to ``max_len`` without being read: reading a module's int
+        would make the compiled step recompile whenever it changed.
+        """
+        if torch.compiler.is_compiling():
+            self.filled = self.max_len
+            return self.max_len
         self.filled = min(self.max_len, max(self.filled, max_position + 1))
         return self.filled
 

@@ -21,7 +21,9 @@ class TrainConfig:
 
     ``batch_size`` is global (all ranks and accumulation steps together);
     ``ckpt_every=0`` saves only the final checkpoint; ``clip_norm=0`` disables
-    clipping; ``eval_every=0`` evaluates only at the end.
+    clipping; ``eval_every=0`` evaluates only at the end. ``compile=True`` runs the
+    model's forward through ``torch.compile`` (the inductor: the first steps compile,
+    and every new batch shape compiles anew).
     """
 
     max_steps: int = 1000
@@ -36,6 +38,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     clip_norm: float = 1.0
     precision: str = "auto"
+    compile: bool = False
     seed: int = 0
     log_every: int = 10
     ckpt_every: int = 500

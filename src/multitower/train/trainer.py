@@ -122,6 +122,9 @@ class Trainer:
         self.model_meta = model_config_dict(model)  # before FSDP renames the class
         self.model = wrap_model(model.to(self.ctx.device), self.ctx)
         self.module = unwrap(self.model)
+        if cfg.compile:
+            # In place (nn.Module.compile): parameter names and checkpoints are unchanged.
+            self.model.compile()
         self.optimizer = build_optimizer(
             self.module,
             lr=cfg.lr,
