@@ -13,16 +13,27 @@ For each config, one process times (median of interleaved repetitions):
     speed as a fraction of what it allows: the bytes of the weights a speech step
     reads (speech tower, its fusion blocks and input projection) plus the filled
     caches it attends (averaged over the decode), over the bandwidth, divided by the
-    measured time per token.
+    measured time per token;
+  * the cached decode compiled (``generate(compile=True)``: the inductor, static
+    shapes) against the same eager cached decode, alternating (median of paired
+    ratios; the compile itself is timed apart, and the tokens are compared);
+  * a training step with bf16 autocast against fp32, two copies of one model
+    stepped alternately on the same batch with the trainer's AdamW (median of
+    paired ratios, and the relative loss difference after those steps), next to
+    the CPU's bf16 support (without bf16 matrix units bf16 is emulated and slower).
 The last line is machine readable and reports the largest config run:
-  zipper_over_towers=<ratio> cache_speedup=<ratio> decode_fraction_of_bandwidth=<r>
+  zipper_over_towers=<r> cache_speedup=<r> decode_fraction_of_bandwidth=<r>
+  compiled_decode_speedup=<r> train_bf16_speedup=<r>
+(the last two only when measured: ``--no-compile``, ``--bf16-steps 0`` skip them).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,6 +42,7 @@ from multitower.interleave import Segment, collate_interleaved
 from multitower.losses import interleaved_next_token_loss, next_token_loss
 from multitower.models.decoder import DecoderConfig
 from multitower.models.zipper import Zipper, ZipperConfig
+from multitower.train.optim import build_optimizer
 
 CONFIGS = {
     # name: (d_model, num_layers, num_heads, vocab text, vocab speech, batch, text len, speech len)
@@ -97,7 +109,56 @@ def speech_step_bytes(model: Zipper, text_len: int, new: int) -> float:
     return weight_bytes + cache_bytes
 
 
-def bench_config(name: str, repeats: int, fusion_mlp_ratio: float) -> dict[str, float]:
+def cpu_bf16_support() -> str:
+    """torch's CPU kernel level and the CPU's bf16 matrix flags (Linux ``/proc/cpuinfo``)."""
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return (
+        f"torch cpu capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"bf16 flags: {' '.join(bf16) or 'none'}"
+    )
+
+
+def bench_bf16(name: str, steps: int, fusion_mlp_ratio: float) -> dict[str, float]:
+    """Paired fp32 / bf16-autocast training steps of two copies of one Zipper."""
+    fp32, batch, _ = build(name, fusion_mlp_ratio)
+    bf16 = copy.deepcopy(fp32)
+    runs = {"fp32": fp32, "bf16": bf16}
+    opts = {k: build_optimizer(m, lr=1e-3) for k, m in runs.items()}
+    losses: dict[str, float] = {}
+
+    def train_step(key: str) -> None:
+        opts[key].zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=key == "bf16"):
+            loss = interleaved_next_token_loss(runs[key](batch), batch)
+        loss.backward()
+        opts[key].step()
+        losses[key] = float(loss)
+
+    for key in runs:  # warm-up (and the first of the steps both take)
+        train_step(key)
+    ratios = []
+    for _ in range(steps):
+        t32, t16 = timed(lambda: train_step("fp32")), timed(lambda: train_step("bf16"))
+        ratios.append(t32 / t16)
+    return {
+        "train_bf16_speedup": statistics.median(ratios),
+        "train_bf16_speedup_min": min(ratios),
+        "train_bf16_speedup_max": max(ratios),
+        "bf16_steps": steps + 1,
+        "bf16_loss_rel_diff": abs(losses["bf16"] - losses["fp32"]) / losses["fp32"],
+    }
+
+
+def bench_config(
+    name: str, repeats: int, fusion_mlp_ratio: float, compile: bool
+) -> dict[str, float]:
     model, batch, examples = build(name, fusion_mlp_ratio)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -144,7 +205,14 @@ def bench_config(name: str, repeats: int, fusion_mlp_ratio: float) -> dict[str, 
     t_full = statistics.median(full_times)
     bandwidth = memory_bandwidth()
     step_bytes = speech_step_bytes(model, len(prompts[0][0].tokens) + 2, new)
+    compiled: dict[str, float] = {}
+    if compile:
+        compiled = bench_compiled(model, prompts, new, repeats)
+        compiled["compiled_decode_fraction_of_bandwidth"] = (
+            step_bytes / bandwidth / (compiled["compiled_s"] / (new + 2))
+        )
     return {
+        **compiled,
         "zipper_step_s": t_zip,
         "towers_step_s": t_towers,
         "zipper_over_towers": t_zip / t_towers,
@@ -158,11 +226,44 @@ def bench_config(name: str, repeats: int, fusion_mlp_ratio: float) -> dict[str, 
     }
 
 
+def bench_compiled(model: Zipper, prompts, new: int, repeats: int) -> dict[str, float]:
+    """Eager cached decoding vs the same with ``compile=True``, alternating."""
+
+    def gen(compile: bool) -> list:
+        return generate(
+            model, prompts, ["speech"], max_new_tokens=new, min_new_tokens=new, compile=compile
+        )
+
+    torch._dynamo.reset()
+    compile_s = timed(lambda: gen(True))  # first call: compiles the step
+    same = gen(True) == gen(False)
+    eager_times, compiled_times = [], []
+    for _ in range(repeats):
+        eager_times.append(timed(lambda: gen(False)))
+        compiled_times.append(timed(lambda: gen(True)))
+    ratios = [e / c for e, c in zip(eager_times, compiled_times)]
+    return {
+        "compiled_decode_speedup": statistics.median(ratios),
+        "compiled_decode_speedup_min": min(ratios),
+        "compiled_decode_speedup_max": max(ratios),
+        "compiled_s": statistics.median(compiled_times),
+        "compiled_tok_per_s": new / statistics.median(compiled_times),
+        "compile_s": compile_s,
+        "compiled_same_tokens": float(same),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="tiny,small")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fusion-mlp-ratio", type=float, default=1.0)
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the compiled decode (slow to compile)"
+    )
+    parser.add_argument(
+        "--bf16-steps", type=int, default=4, help="paired bf16/fp32 steps (0: skip)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(
@@ -173,7 +274,7 @@ def main() -> None:
     )
     result = {}
     for name in args.configs.split(","):
-        result = bench_config(name, args.repeats, args.fusion_mlp_ratio)
+        result = bench_config(name, args.repeats, args.fusion_mlp_ratio, not args.no_compile)
         print(
             f"{name:8} {result['towers_step_s'] * 1e3:10.1f}ms {result['zipper_step_s'] * 1e3:10.1f}ms "
             f"{result['zipper_over_towers']:6.2f} {result['cached_tok_per_s']:13.1f} "
@@ -182,11 +283,35 @@ def main() -> None:
             f"bandwidth {result['bandwidth_gb_s']:.1f} GB/s, decode at "
             f"{result['decode_fraction_of_bandwidth']:.2f} of it)"
         )
-    print(
+        if "compiled_decode_speedup" in result:
+            print(
+                f"{'':8} compiled cached decode: {result['compiled_tok_per_s']:.1f} tok/s, "
+                f"{result['compiled_decode_speedup']:.2f}x eager (paired "
+                f"{result['compiled_decode_speedup_min']:.2f}-"
+                f"{result['compiled_decode_speedup_max']:.2f}; compile "
+                f"{result['compile_s']:.0f} s; same tokens: "
+                f"{'yes' if result['compiled_same_tokens'] else 'NO'}; at "
+                f"{result['compiled_decode_fraction_of_bandwidth']:.2f} of the bandwidth)"
+            )
+        if args.bf16_steps > 0:
+            result.update(bench_bf16(name, args.bf16_steps, args.fusion_mlp_ratio))
+            print(
+                f"{'':8} bf16 autocast training step: {result['train_bf16_speedup']:.2f}x fp32 "
+                f"(paired {result['train_bf16_speedup_min']:.2f}-"
+                f"{result['train_bf16_speedup_max']:.2f}; loss after "
+                f"{result['bf16_steps']} steps differs by "
+                f"{100 * result['bf16_loss_rel_diff']:.2f}%; {cpu_bf16_support()})"
+            )
+    last = (
         f"zipper_over_towers={result['zipper_over_towers']:.3f} "
         f"cache_speedup={result['cache_speedup']:.2f} "
         f"decode_fraction_of_bandwidth={result['decode_fraction_of_bandwidth']:.3f}"
     )
+    if "compiled_decode_speedup" in result:
+        last += f" compiled_decode_speedup={result['compiled_decode_speedup']:.2f}"
+    if "train_bf16_speedup" in result:
+        last += f" train_bf16_speedup={result['train_bf16_speedup']:.2f}"
+    print(last)
 
 
 if __name__ == "__main__":
