@@ -139,7 +139,7 @@ def bench_bf16(name: str, steps: int, fusion_mlp_ratio: float) -> dict[str, floa
             loss = interleaved_next_token_loss(runs[key](batch), batch)
         loss.backward()
         opts[key].step()
-        losses[key] = float(loss)
+        losses[key] = float(loss.detach())
 
     for key in runs:  # warm-up (and the first of the steps both take)
         train_step(key)
@@ -300,7 +300,7 @@ def main() -> None:
                 f"(paired {result['train_bf16_speedup_min']:.2f}-"
                 f"{result['train_bf16_speedup_max']:.2f}; loss after "
                 f"{result['bf16_steps']} steps differs by "
-                f"{100 * result['bf16_loss_rel_diff']:.2f}%; {cpu_bf16_support()})"
+                f"{100 * result['bf16_loss_rel_diff']:.2g}%; {cpu_bf16_support()})"
             )
     last = (
         f"zipper_over_towers={result['zipper_over_towers']:.3f} "
