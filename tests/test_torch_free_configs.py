@@ -39,6 +39,7 @@ MOVED = [
         "multitower.models.video",
         ("TubeSpec", "VideoConfig", "default_tubes", "tube_token_count"),
     ),
+    ("multitower.models.detection_config", "multitower.models.detection", ("DetectionHeadConfig",)),
     ("multitower.train.train_config", "multitower.train.trainer", ("TrainConfig",)),
     ("multitower.train.train_config", "multitower.train.distributed", ("DISTRIBUTED_MODES",)),
     ("multitower.data.speech_config", "multitower.data.speech.units", ("UnitConfig",)),
