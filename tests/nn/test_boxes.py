@@ -52,3 +52,20 @@ def test_giou_refuses_inverted_boxes():
     bad = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
     with pytest.raises(ValueError, match="x1 < x0"):
         generalized_box_iou(good, bad)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    from multitower.nn.boxes import nms
+
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],
+            [1.0, 1.0, 10.0, 10.0],
+            [20.0, 20.0, 30.0, 30.0],
+            [0.0, 0.0, 9.0, 10.0],
+        ]
+    )
+    scores = torch.tensor([0.5, 0.9, 0.3, 0.4])
+    # box 1 (best) overlaps 0 (IoU 0.81) and 3 (IoU 0.8 / 1.01 ~ 0.72); box 2 is apart
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2]
+    assert nms(boxes, scores, 0.9).tolist() == [1, 0, 3, 2]

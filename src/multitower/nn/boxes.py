@@ -82,3 +82,24 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     wh = (rb - lt).clamp_min(0)  # (N, M, 2)
     enclosing = wh[..., 0] * wh[..., 1]  # (N, M)
     return iou - (enclosing - union) / enclosing.clamp_min(1e-12)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression (torchvision's ``nms``, in plain torch).
+
+    Keeps the highest-scoring box, drops every remaining box whose IoU with it
+    exceeds ``iou_threshold``, and repeats.
+
+    Args:
+        boxes: ``(K, 4)`` xyxy; scores: ``(K,)``.
+
+    Returns:
+        Indices of the kept boxes, ``(K',)`` int64, by decreasing score.
+    """
+    order = scores.argsort(descending=True)
+    iou, _ = box_iou(boxes[order], boxes[order])  # (K, K) in score order
+    keep = torch.ones(order.numel(), dtype=torch.bool, device=boxes.device)
+    for i in range(order.numel()):
+        if keep[i]:
+            keep[i + 1 :] &= iou[i, i + 1 :] <= iou_threshold
+    return order[keep]
