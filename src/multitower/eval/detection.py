@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from multitower.nn.boxes import box_cxcywh_to_xyxy, nms
+from multitower.nn.boxes import batched_nms, box_cxcywh_to_xyxy
 
 
 class Detections(NamedTuple):
@@ -72,15 +72,10 @@ def decode_detections(
     for b in range(B):
         xyxy = (box_cxcywh_to_xyxy(boxes[b].float()) * float(sides[b])).clamp(0, float(sides[b]))
         flat = scores[b].flatten()  # (N * C,), index = token * C + class
-        k = min(flat.numel(), max(top_k * 4, top_k))  # candidates before NMS
-        top, index = flat.topk(k)
+        top, index = flat.topk(min(flat.numel(), 2 * top_k))  # candidates before NMS
         token, label = index // C, index % C
-        cand_boxes, keep_all = xyxy[token], []
-        for c in label.unique().tolist():
-            idx = (label == c).nonzero().squeeze(1)
-            keep_all.append(idx[nms(cand_boxes[idx], top[idx], nms_iou)])
-        keep = torch.cat(keep_all) if keep_all else torch.zeros(0, dtype=torch.long)
-        keep = keep[top[keep].argsort(descending=True)][:top_k]
+        cand_boxes = xyxy[token]
+        keep = batched_nms(cand_boxes, top, label, nms_iou)[:top_k]  # best first
         keep = keep[(top[keep] >= min_score) & (top[keep] > 0)]  # 0: a class not allowed
         out.append(Detections(cand_boxes[keep], top[keep], label[keep]))
     return out

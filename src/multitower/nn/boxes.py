@@ -15,6 +15,7 @@ has a gradient when two boxes do not overlap.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -85,10 +86,11 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression (torchvision's ``nms``, in plain torch).
+    """Greedy non-maximum suppression (torchvision's ``nms``, in plain torch and NumPy).
 
     Keeps the highest-scoring box, drops every remaining box whose IoU with it
-    exceeds ``iou_threshold``, and repeats.
+    exceeds ``iou_threshold``, and repeats. The pairwise overlaps are computed once
+    and the greedy pass runs in NumPy (per-box torch calls are slow).
 
     Args:
         boxes: ``(K, 4)`` xyxy; scores: ``(K,)``.
@@ -97,9 +99,27 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         Indices of the kept boxes, ``(K',)`` int64, by decreasing score.
     """
     order = scores.argsort(descending=True)
-    iou, _ = box_iou(boxes[order], boxes[order])  # (K, K) in score order
-    keep = torch.ones(order.numel(), dtype=torch.bool, device=boxes.device)
-    for i in range(order.numel()):
-        if keep[i]:
-            keep[i + 1 :] &= iou[i, i + 1 :] <= iou_threshold
-    return order[keep]
+    b = boxes[order].detach().double().cpu().numpy()  # (K, 4) in score order
+    area = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)  # (K,)
+    w = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+    h = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+    inter = np.maximum(w, 0) * np.maximum(h, 0)  # (K, K)
+    suppress = inter > iou_threshold * np.maximum(area[:, None] + area[None, :] - inter, 1e-12)
+    suppressed = np.zeros(len(b), dtype=bool)
+    kept = []
+    for i in range(len(b)):
+        if not suppressed[i]:
+            kept.append(i)
+            suppressed |= suppress[i]  # boxes before i are decided already
+    return order[torch.tensor(kept, dtype=torch.long, device=order.device)]
+
+
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """:func:`nms` within each label: boxes of different labels never suppress each other
+    (they are shifted apart by label before one NMS, as torchvision's ``batched_nms``)."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    shift = (boxes.max() - boxes.min() + 1) * labels.to(boxes.dtype)  # (K,)
+    return nms(boxes + shift[:, None], scores, iou_threshold)
