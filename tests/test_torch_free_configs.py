@@ -51,7 +51,13 @@ MOVED = [
         ("UnitConfig", "SpeechCorpusConfig", "Voice"),
     ),
 ]
-TORCH_FREE = sorted({m for m, _, _ in MOVED} | {"multitower.experiments.zipper_speech_text.config"})
+TORCH_FREE = sorted(
+    {m for m, _, _ in MOVED}
+    | {
+        "multitower.experiments.zipper_speech_text.config",
+        "multitower.experiments.mammut.detect_config",
+    }
+)
 
 
 @pytest.mark.parametrize(("home", "reexporter", "names"), MOVED)
