@@ -36,7 +36,7 @@ def run_multitower(
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def multitower_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """The real command line in a subprocess: ``multitower_cli("asr", "x.wav", ...)``."""
     return run_multitower

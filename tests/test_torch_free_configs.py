@@ -39,6 +39,7 @@ MOVED = [
         "multitower.models.video",
         ("TubeSpec", "VideoConfig", "default_tubes", "tube_token_count"),
     ),
+    ("multitower.models.detection_config", "multitower.models.detection", ("DetectionHeadConfig",)),
     ("multitower.train.train_config", "multitower.train.trainer", ("TrainConfig",)),
     ("multitower.train.train_config", "multitower.train.distributed", ("DISTRIBUTED_MODES",)),
     ("multitower.data.speech_config", "multitower.data.speech.units", ("UnitConfig",)),
@@ -50,7 +51,13 @@ MOVED = [
         ("UnitConfig", "SpeechCorpusConfig", "Voice"),
     ),
 ]
-TORCH_FREE = sorted({m for m, _, _ in MOVED} | {"multitower.experiments.zipper_speech_text.config"})
+TORCH_FREE = sorted(
+    {m for m, _, _ in MOVED}
+    | {
+        "multitower.experiments.zipper_speech_text.config",
+        "multitower.experiments.mammut.detect_config",
+    }
+)
 
 
 @pytest.mark.parametrize(("home", "reexporter", "names"), MOVED)

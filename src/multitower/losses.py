@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 
 from multitower.interleave import TowerBatch
+from multitower.nn.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 
 
 def next_token_loss(
@@ -263,3 +266,177 @@ def caption_loss(
             )
         mask = mask * weights.float()
     return next_token_loss(logits, targets, mask)
+
+
+# -- detection ---------------------------------------------------------------------------------
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Element-wise sigmoid focal loss (Lin et al., 2017, RetinaNet), not reduced::
+
+        p_t  = p if target == 1 else 1 - p,   p = sigmoid(logit)
+        loss = -alpha_t * (1 - p_t)^gamma * log(p_t),  alpha_t = alpha or 1 - alpha
+
+    Args:
+        logits, targets: same shape; targets in ``[0, 1]``.
+        alpha: weight of the positives (negative: no alpha weighting).
+        gamma: focusing exponent (0: binary cross-entropy).
+    """
+    logits = _at_least_float32(logits)
+    targets = targets.to(logits.dtype)
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t).pow(gamma)
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+@torch.no_grad()
+def hungarian_match(
+    class_logits: torch.Tensor,
+    boxes: torch.Tensor,
+    target_labels: torch.Tensor,
+    target_boxes: torch.Tensor,
+    *,
+    class_weight: float = 2.0,
+    l1_weight: float = 5.0,
+    giou_weight: float = 2.0,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bipartite matching of DETR: one prediction per target at the least total cost.
+
+    ``cost = class_weight * focal cost + l1_weight * L1(cxcywh) - giou_weight * GIoU``,
+    the focal cost being the focal loss of calling the prediction the target's
+    class minus that of calling it background (Deformable DETR). Solved exactly
+    by :func:`scipy.optimize.linear_sum_assignment`.
+
+    Args:
+        class_logits: ``(N, C)`` per-prediction class logits.
+        boxes: ``(N, 4)`` predicted cxcywh boxes.
+        target_labels: ``(M,)`` class indices in ``[0, C)``.
+        target_boxes: ``(M, 4)`` cxcywh boxes.
+
+    Returns:
+        ``(prediction_index, target_index)``, both ``(M,)`` int64, ordered by target.
+
+    Raises:
+        ValueError: more targets than predictions, or a label outside ``[0, C)``.
+    """
+    n, m = boxes.shape[0], target_boxes.shape[0]
+    if m > n:
+        raise ValueError(f"hungarian_match: {m} targets but only {n} predictions")
+    empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
+    if m == 0:
+        return empty, empty
+    if bool((target_labels < 0).any()) or bool((target_labels >= class_logits.shape[1]).any()):
+        raise ValueError(
+            f"hungarian_match: labels must lie in [0, {class_logits.shape[1]}), "
+            f"got {target_labels.tolist()}"
+        )
+    prob = torch.sigmoid(_at_least_float32(class_logits[:, target_labels]))  # (N, M)
+    neg = (1 - alpha) * prob.pow(gamma) * -torch.log(1 - prob + 1e-8)
+    pos = alpha * (1 - prob).pow(gamma) * -torch.log(prob + 1e-8)
+    b, t = _at_least_float32(boxes), _at_least_float32(target_boxes)
+    cost = (
+        class_weight * (pos - neg)
+        + l1_weight * torch.cdist(b, t, p=1)
+        - giou_weight * generalized_box_iou(box_cxcywh_to_xyxy(b), box_cxcywh_to_xyxy(t))
+    )  # (N, M)
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    order = cols.argsort()
+    pred = torch.as_tensor(rows[order], dtype=torch.long, device=boxes.device)
+    return pred, torch.as_tensor(cols[order], dtype=torch.long, device=boxes.device)
+
+
+class DetectionLoss(NamedTuple):
+    """The set loss of one batch: the weighted total and its parts (each per target box)."""
+
+    loss: torch.Tensor
+    classification: torch.Tensor
+    l1: torch.Tensor
+    giou: torch.Tensor
+    objectness: torch.Tensor
+
+
+def set_detection_loss(
+    class_logits: torch.Tensor,
+    boxes: torch.Tensor,
+    objectness_logits: torch.Tensor,
+    target_boxes: torch.Tensor,
+    target_labels: torch.Tensor,
+    *,
+    class_weight: float = 2.0,
+    l1_weight: float = 5.0,
+    giou_weight: float = 2.0,
+    objectness_weight: float = 1.0,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> DetectionLoss:
+    """DETR-style set loss with a sigmoid focal classification (OWL-ViT, Deformable DETR).
+
+    Each image's targets are matched to predictions by :func:`hungarian_match`
+    (the same weights are the matching costs). A matched prediction learns its
+    target's class (focal loss over every prediction and class: unmatched ones
+    learn "none of these"), its box (L1 on cxcywh and ``1 - GIoU``) and
+    objectness 1; unmatched ones objectness 0 (focal). Every part is summed and
+    divided by the number of target boxes in the batch (at least 1).
+
+    Args:
+        class_logits: ``(B, N, C)``.
+        boxes: ``(B, N, 4)`` cxcywh in ``[0, 1]``.
+        objectness_logits: ``(B, N)``.
+        target_boxes: ``(B, M, 4)`` cxcywh, padded.
+        target_labels: ``(B, M)`` class indices, ``-1`` on padding.
+
+    Raises:
+        ValueError: shapes that disagree.
+    """
+    B, N = class_logits.shape[:2]
+    if class_logits.dim() != 3:
+        raise ValueError(
+            f"set_detection_loss: class_logits must be (B, N, C), got {tuple(class_logits.shape)}"
+        )
+    if boxes.shape != (B, N, 4) or objectness_logits.shape != (B, N):
+        raise ValueError(
+            f"set_detection_loss: class_logits {tuple(class_logits.shape)}, boxes "
+            f"{tuple(boxes.shape)} and objectness {tuple(objectness_logits.shape)} disagree"
+        )
+    if target_boxes.shape[:2] != target_labels.shape or target_boxes.shape[0] != B:
+        raise ValueError(
+            f"set_detection_loss: target_boxes {tuple(target_boxes.shape)} and target_labels "
+            f"{tuple(target_labels.shape)} disagree (batch {B})"
+        )
+    costs = dict(class_weight=class_weight, l1_weight=l1_weight, giou_weight=giou_weight)
+    batch_idx, pred_idx, tgt_boxes, tgt_labels = [], [], [], []
+    for b in range(B):
+        valid = target_labels[b] >= 0  # (M,)
+        labels, tboxes = target_labels[b][valid], target_boxes[b][valid]
+        pred, tgt = hungarian_match(
+            class_logits[b], boxes[b], labels, tboxes, alpha=alpha, gamma=gamma, **costs
+        )
+        batch_idx.append(torch.full_like(pred, b))
+        pred_idx.append(pred)
+        tgt_boxes.append(tboxes[tgt])
+        tgt_labels.append(labels[tgt])
+    bi, pi = torch.cat(batch_idx), torch.cat(pred_idx)  # (K,), (K,)
+    matched_labels = torch.cat(tgt_labels)  # (K,)
+    num = max(int(bi.numel()), 1)
+    class_targets = torch.zeros_like(class_logits, dtype=torch.float32)  # (B, N, C)
+    class_targets[bi, pi, matched_labels] = 1.0
+    cls = sigmoid_focal_loss(class_logits, class_targets, alpha=alpha, gamma=gamma).sum() / num
+    obj_targets = torch.zeros_like(objectness_logits, dtype=torch.float32)  # (B, N)
+    obj_targets[bi, pi] = 1.0
+    obj = sigmoid_focal_loss(objectness_logits, obj_targets, alpha=alpha, gamma=gamma).sum() / num
+    pred_boxes = _at_least_float32(boxes[bi, pi])  # (K, 4)
+    true_boxes = _at_least_float32(torch.cat(tgt_boxes))  # (K, 4)
+    l1 = (pred_boxes - true_boxes).abs().sum() / num
+    if pred_boxes.shape[0]:
+        giou = generalized_box_iou(box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(true_boxes))
+        giou_loss = (1 - giou.diagonal()).sum() / num
+    else:
+        giou_loss = pred_boxes.sum()  # 0 with a gradient path
+    total = class_weight * cls + l1_weight * l1 + giou_weight * giou_loss + objectness_weight * obj
+    return DetectionLoss(total, cls, l1, giou_loss, obj)

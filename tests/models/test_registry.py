@@ -17,6 +17,7 @@ import multitower
 from multitower.config import ConfigError
 from multitower.models.baseline import expand_vocabulary
 from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.detection import DetectionHeadConfig, MaMMUTDetector, MaMMUTDetectorConfig
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.pretrained import MODEL_TYPES, load_pretrained, save_pretrained
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
@@ -42,6 +43,9 @@ BUILDERS = {
     ),
     "VocabExpansionLM": lambda: expand_vocabulary(DecoderTower(TEXT), "text", {"speech": 30}),
     "MaMMUT": lambda: MaMMUT(MAMMUT),
+    "MaMMUTDetector": lambda: MaMMUTDetector(
+        MaMMUTDetectorConfig(MAMMUT, DetectionHeadConfig(box_hidden=8, class_table=3))
+    ),
     "UnitRecognizer": lambda: UnitRecognizer(RECOGNIZER),
 }
 

@@ -25,6 +25,7 @@ from torch import nn
 from multitower.config import ConfigError, build_dataclass
 from multitower.models.baseline import VocabExpansionConfig, VocabExpansionLM
 from multitower.models.decoder import DecoderConfig, DecoderTower
+from multitower.models.detection import MaMMUTDetector, MaMMUTDetectorConfig
 from multitower.models.io import CONFIG_NAME, load_config_json, load_weights, save_model
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
@@ -35,6 +36,7 @@ MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "Zipper": (Zipper, ZipperConfig),
     "VocabExpansionLM": (VocabExpansionLM, VocabExpansionConfig),
     "MaMMUT": (MaMMUT, MaMMUTConfig),
+    "MaMMUTDetector": (MaMMUTDetector, MaMMUTDetectorConfig),
     "UnitRecognizer": (UnitRecognizer, UnitRecognizerConfig),
 }
 
