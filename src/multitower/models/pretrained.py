@@ -28,6 +28,7 @@ from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.models.io import CONFIG_NAME, load_config_json, load_weights, save_model
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
+from multitower.models.video import MaMMUTVideo, MaMMUTVideoConfig
 from multitower.models.zipper import Zipper, ZipperConfig
 
 MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
@@ -35,6 +36,7 @@ MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "Zipper": (Zipper, ZipperConfig),
     "VocabExpansionLM": (VocabExpansionLM, VocabExpansionConfig),
     "MaMMUT": (MaMMUT, MaMMUTConfig),
+    "MaMMUTVideo": (MaMMUTVideo, MaMMUTVideoConfig),
     "UnitRecognizer": (UnitRecognizer, UnitRecognizerConfig),
 }
 
