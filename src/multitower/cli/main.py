@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "plot": "multitower.cli.plot_cmd",
     "mammut": "multitower.cli.mammut_cmd",
     "mammut-ablation": "multitower.cli.mammut_ablation_cmd",
+    "mammut-video": "multitower.cli.mammut_video_cmd",
     "caption": "multitower.cli.caption_cmd",
     "retrieve": "multitower.cli.retrieve_cmd",
     "vqa": "multitower.cli.vqa_cmd",
@@ -42,9 +43,10 @@ SUMMARIES: dict[str, str] = {
     "train": "train a recipe (toy_lm, mammut) from a YAML config",
     "mammut": "train a MaMMUT model and evaluate retrieval, captioning and VQA",
     "mammut-ablation": "MaMMUT cross-attention interval ablation: retrieval against VQA",
-    "caption": "caption images with a trained MaMMUT run",
-    "retrieve": "rank a folder's images by similarity to a text with a MaMMUT run",
-    "vqa": "answer a question about an image with a MaMMUT run",
+    "mammut-video": "MaMMUT on video: sparse tubes against per-frame encoding, 4-16 frames",
+    "caption": "caption images (or clips, with a video run) with a trained MaMMUT run",
+    "retrieve": "rank a folder's images (or clips) by similarity to a text with a MaMMUT run",
+    "vqa": "answer a question about an image (or a clip) with a MaMMUT run",
     "plot": "plot a run's loss and metric curves (metrics.jsonl) to PNG files",
 }
 
@@ -55,6 +57,8 @@ RESUME_HINTS: dict[str, str] = {
     "training stage continues from its last checkpoint and the corpus from its last "
     "finished shard",
     "train": "run the same command with --resume to continue from the last checkpoint",
+    "mammut-video": "run the same command again to resume: evaluated systems are kept and "
+    "an interrupted training continues from its last checkpoint",
 }
 
 
