@@ -164,20 +164,29 @@ def load_video_config(path: Path, overrides: list[str]) -> VideoRunConfig:
 
 # -- the experiment ----------------------------------------------------------------------------
 @dataclass
-class _Start:
+class Start:
+    """Where every system of a run starts: a model config, and with ``init_from`` the image
+    run's tokenizer and trained model."""
+
     model_config: MaMMUTConfig
     tokenizer: TextTokenizer | None
     image_model: MaMMUT | None
 
 
-def _start(cfg: VideoRunConfig) -> _Start:
+def starting_point(cfg: VideoRunConfig) -> Start:
+    """The model config, tokenizer and weights the systems start from (``video.init_from``).
+
+    Raises:
+        UserError: ``init_from`` is not a MaMMUT run directory.
+        ConfigError: its model does not fit the data or eval sections.
+    """
     if cfg.video.init_from is None:
-        return _Start(cfg.model, None, None)
+        return Start(cfg.model, None, None)
     loaded = load_run(Path(cfg.video.init_from))
     problems = _fit_problems(cfg, loaded.model.config)
     if problems:
         raise ConfigError([f"video.init_from={cfg.video.init_from}: {p}" for p in problems])
-    return _Start(loaded.model.config, loaded.tokenizer, loaded.model)
+    return Start(loaded.model.config, loaded.tokenizer, loaded.model)
 
 
 def _check_same_config(cfg: VideoRunConfig, run_dir: Path) -> None:
@@ -207,7 +216,7 @@ def run_experiment(cfg: VideoRunConfig, run_dir: Path, *, beam: bool = False) ->
     """
     start_time = time.perf_counter()
     _check_same_config(cfg, run_dir)
-    start = _start(cfg)
+    start = starting_point(cfg)
     stages = Stages(run_dir)
     names = [system_name(e, f) for e, f in cfg.video.systems]
     stages.plan([f"{what} {name}" for name in names for what in ("train", "eval")])
@@ -277,12 +286,26 @@ def run_experiment(cfg: VideoRunConfig, run_dir: Path, *, beam: bool = False) ->
             safe = json.loads(json.dumps(json_safe(result)))
             stages.mark(f"eval {name}", safe)
             results[name] = safe
-    return {"systems": results, "seconds": time.perf_counter() - start_time}
+    return {
+        "systems": results,
+        "init_from": cfg.video.init_from,
+        "model": to_plain(start.model_config),
+        "seconds": time.perf_counter() - start_time,
+    }
+
+
+def initial_model(start: Start, video: VideoConfig, *, seed: int) -> MaMMUTVideo:
+    """A system before training: a copy of the image model of ``init_from``, or fresh
+    weights drawn from ``seed`` (the same for every system of a run)."""
+    if start.image_model is not None:
+        return MaMMUTVideo.from_image_model(start.image_model, video)
+    torch.manual_seed(seed)
+    return MaMMUTVideo(MaMMUTVideoConfig(start.model_config, video))
 
 
 def _trained_system(
     cfg: VideoRunConfig,
-    start: _Start,
+    start: Start,
     stages: Stages,
     run_dir: Path,
     encoder: str,
@@ -294,12 +317,7 @@ def _trained_system(
     model_dir = run_dir / name / MODEL_DIR
     if stages.get(f"train {name}"):
         return load_pretrained(model_dir, MaMMUTVideo)
-    video = cfg.video_config(encoder, num_frames)
-    torch.manual_seed(cfg.train.seed)  # every system starts from the same weights
-    if start.image_model is not None:
-        model = MaMMUTVideo.from_image_model(start.image_model, video)
-    else:
-        model = MaMMUTVideo(MaMMUTVideoConfig(start.model_config, video))
+    model = initial_model(start, cfg.video_config(encoder, num_frames), seed=cfg.train.seed)
     dataset = VideoTextDataset(
         train_examples,
         ImageTransform(image_size=start.model_config.vision.image_size),
