@@ -37,8 +37,10 @@ from multitower.config import (
     parse_yaml,
     to_plain,
 )
+from multitower.data.errors import BadRecordError
 from multitower.data.images import ImageTransform
 from multitower.data.tokenizer import TextTokenizer
+from multitower.data.video_readers import load_clip
 from multitower.errors import UserError
 from multitower.experiments.mammut.data import build_tokenizer, collate_mammut
 from multitower.experiments.mammut.run import json_safe, load_run
@@ -436,3 +438,17 @@ def load_video_run(
         eval_cfg = build_dataclass(MaMMUTEvalConfig, raw.get("eval") or {}, "eval")
     model.to(device).eval()
     return LoadedVideoRun(model, TextTokenizer.load(tokenizer_path), eval_cfg, system_dir.name)
+
+
+def load_clip_or_fail(loaded: LoadedVideoRun, path: Path) -> torch.Tensor:
+    """One clip on disk as the system reads it, ``(F, 3, S, S)``: ``F`` frames sampled evenly,
+    each resized and normalised as in training.
+
+    Raises:
+        UserError: missing, unreadable, empty, of an unknown kind, with frames too
+            small or fewer frames than the system reads (the message names the file).
+    """
+    try:
+        return load_clip(path, loaded.num_frames, loaded.image_size)
+    except BadRecordError as err:
+        raise UserError(f"{err} (system {loaded.system} reads {loaded.num_frames} frames)") from err
