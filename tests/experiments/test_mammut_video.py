@@ -168,3 +168,28 @@ def test_shuffled_frames_is_a_new_order_of_the_same_frames():
         order = out[i, :, 0, 0, 0]
         assert sorted(order.tolist()) == clips[i, :, 0, 0, 0].tolist()
         assert not torch.equal(order, clips[i, :, 0, 0, 0])
+
+
+def test_clips_on_disk_in_the_msrvtt_layout(tmp_path):
+    from multitower.data.video_clips import generate_clips
+    from multitower.data.video_readers import write_msrvtt_style
+
+    clip_cfg = ClipConfig(image_size=32, num_frames=8)
+    train = write_msrvtt_style(generate_clips(12, 0, clip_cfg), tmp_path / "train")
+    held_out = write_msrvtt_style(generate_clips(4, 1, clip_cfg), tmp_path / "eval")
+    data = {
+        "source": "files", "max_text_len": 24,
+        "annotations": str(train), "videos": str(tmp_path / "train" / "videos"),
+        "eval_annotations": str(held_out), "eval_videos": str(tmp_path / "eval" / "videos"),
+    }  # fmt: skip
+    raw = {**TINY, "data": data, "video": {"frames": [4], "encoders": ["frames"]}}
+    raw["train"] = {**TINY["train"], "max_steps": 2}
+    (tmp_path / "files.yaml").write_text(yaml.safe_dump(raw))
+    assert (
+        main(["mammut-video", str(tmp_path / "files.yaml"), "--run-dir", str(tmp_path / "r")]) == 0
+    )
+    result = json.loads((tmp_path / "r" / "results.json").read_text())
+    metrics = result["systems"]["frames_f4"]["metrics"]
+    # the needs_order flags travel through the annotation file
+    assert metrics["vqa_motion_questions"] > 0 and metrics["vqa_static_questions"] > 0
+    assert result["systems"]["frames_f4"]["eval_clips"] == 4
