@@ -20,6 +20,7 @@ from multitower.models.decoder import DecoderConfig, DecoderTower
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.pretrained import MODEL_TYPES, load_pretrained, save_pretrained
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
+from multitower.models.video import MaMMUTVideo, MaMMUTVideoConfig, TubeSpec, VideoConfig
 from multitower.models.vit import ViTConfig
 from multitower.models.zipper import Zipper, ZipperConfig
 
@@ -42,6 +43,11 @@ BUILDERS = {
     ),
     "VocabExpansionLM": lambda: expand_vocabulary(DecoderTower(TEXT), "text", {"speech": 30}),
     "MaMMUT": lambda: MaMMUT(MAMMUT),
+    "MaMMUTVideo": lambda: MaMMUTVideo(
+        MaMMUTVideoConfig(
+            MAMMUT, VideoConfig(num_frames=4, tubes=(TubeSpec((2, 8, 8), (2, 8, 8)),))
+        )
+    ),
     "UnitRecognizer": lambda: UnitRecognizer(RECOGNIZER),
 }
 
