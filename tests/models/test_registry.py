@@ -21,6 +21,7 @@ from multitower.models.detection import DetectionHeadConfig, MaMMUTDetector, MaM
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.pretrained import MODEL_TYPES, load_pretrained, save_pretrained
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
+from multitower.models.video import MaMMUTVideo, MaMMUTVideoConfig, TubeSpec, VideoConfig
 from multitower.models.vit import ViTConfig
 from multitower.models.zipper import Zipper, ZipperConfig
 
@@ -45,6 +46,11 @@ BUILDERS = {
     "MaMMUT": lambda: MaMMUT(MAMMUT),
     "MaMMUTDetector": lambda: MaMMUTDetector(
         MaMMUTDetectorConfig(MAMMUT, DetectionHeadConfig(box_hidden=8, class_table=3))
+    ),
+    "MaMMUTVideo": lambda: MaMMUTVideo(
+        MaMMUTVideoConfig(
+            MAMMUT, VideoConfig(num_frames=4, tubes=(TubeSpec((2, 8, 8), (2, 8, 8)),))
+        )
     ),
     "UnitRecognizer": lambda: UnitRecognizer(RECOGNIZER),
 }

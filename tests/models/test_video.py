@@ -53,7 +53,7 @@ def make_model(encoder: str = "tubes", num_frames: int = 8, seed: int = 1) -> Ma
             if p.dim() >= 2:
                 p.normal_(0, 0.3)
         mammut.embed.weight[CONFIG.eos_id] *= 1.3
-    return MaMMUTVideo(mammut, VideoConfig(encoder=encoder, num_frames=num_frames))
+    return MaMMUTVideo.wrap(mammut, VideoConfig(encoder=encoder, num_frames=num_frames))
 
 
 def clips(n: int, frames: int = 8, seed: int = 0) -> torch.Tensor:
@@ -231,7 +231,7 @@ def test_video_config_errors_name_the_field():
     with pytest.raises(ValueError, match=r"TubeSpec\.kernel must be three ints"):
         TubeSpec((4, 4), (1, 4, 4))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"needs at least 20 pixels along y"):
-        MaMMUTVideo(
+        MaMMUTVideo.wrap(
             MaMMUT(CONFIG), VideoConfig(num_frames=2, tubes=(TubeSpec((1, 20, 4), (1, 4, 4)),))
         )
 

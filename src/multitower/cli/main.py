@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "mammut-ablation": "multitower.cli.mammut_ablation_cmd",
     "mammut-detect": "multitower.cli.mammut_detect_cmd",
     "detect": "multitower.cli.detect_cmd",
+    "mammut-video": "multitower.cli.mammut_video_cmd",
     "caption": "multitower.cli.caption_cmd",
     "retrieve": "multitower.cli.retrieve_cmd",
     "vqa": "multitower.cli.vqa_cmd",
@@ -46,9 +47,10 @@ SUMMARIES: dict[str, str] = {
     "mammut-ablation": "MaMMUT cross-attention interval ablation: retrieval against VQA",
     "mammut-detect": "MaMMUT open-vocabulary detection: train on base classes, AP on novel ones",
     "detect": "find named objects in an image with a mammut-detect detector, draw the boxes",
-    "caption": "caption images with a trained MaMMUT run",
-    "retrieve": "rank a folder's images by similarity to a text with a MaMMUT run",
-    "vqa": "answer a question about an image with a MaMMUT run",
+    "mammut-video": "MaMMUT on video: sparse tubes against per-frame encoding, 4-16 frames",
+    "caption": "caption images (or clips, with a video run) with a trained MaMMUT run",
+    "retrieve": "rank a folder's images (or clips) by similarity to a text with a MaMMUT run",
+    "vqa": "answer a question about an image (or a clip) with a MaMMUT run",
     "plot": "plot a run's loss and metric curves (metrics.jsonl) to PNG files",
 }
 
@@ -59,6 +61,8 @@ RESUME_HINTS: dict[str, str] = {
     "training stage continues from its last checkpoint and the corpus from its last "
     "finished shard",
     "train": "run the same command with --resume to continue from the last checkpoint",
+    "mammut-video": "run the same command again to resume: evaluated systems are kept and "
+    "an interrupted training continues from its last checkpoint",
 }
 
 

@@ -131,6 +131,18 @@ def read_frames(path: str | Path) -> list[Image.Image]:
     return frames
 
 
+def list_clips(folder: str | Path) -> list[Path]:
+    """The clips of a folder, sorted by name: ``.npz`` files, video files and sub-folders
+    (each a folder of frames). Other files are ignored; nothing is read yet."""
+    root = Path(folder)
+    out = []
+    for p in sorted(root.iterdir()):
+        kind = p.suffix.lower().lstrip(".")
+        if p.is_dir() or (p.is_file() and (kind == "npz" or kind in VIDEO_EXTENSIONS)):
+            out.append(p)
+    return out
+
+
 def sample_indices(available: int, num_frames: int) -> list[int]:
     """``num_frames`` evenly spread frame indices: the middle of each of ``num_frames`` segments.
 
@@ -160,7 +172,10 @@ def load_clip(path: str | Path, num_frames: int, transform: ImageTransform | int
         indices = sample_indices(len(frames), num_frames)
     except ValueError as exc:
         raise BadRecordError(f"{path}: {exc}") from exc
-    return torch.stack([transform(frames[i]) for i in indices])  # (F, 3, S, S)
+    # each frame is named in errors (a frame too small, say) by the clip and its index
+    return torch.stack(
+        [transform(frames[i], name=f"{path} frame {i}") for i in indices]
+    )  # (F, 3, S, S)
 
 
 # --------------------------------------------------------------------------- annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +34,12 @@ from multitower.models.mammut import MaMMUT
 
 DECODING_METHODS = ("greedy", "beam")
 
+# The vision side as a function: pixels (images ``(b, 3, S, S)`` or clips
+# ``(b, F, 3, S, S)``) -> tokens ``(b, N, Dv)`` for the decoder. Every evaluation
+# below takes one as ``encode`` (default: the image ViT, ``model.image_tokens``), so a
+# video model is evaluated by the same code with ``encode=video_model.video_tokens``.
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
 
 # -- evaluation set ----------------------------------------------------------------------------
 @dataclass
@@ -41,7 +47,8 @@ class EvalSet:
     """Decoded evaluation images with their captions and questions.
 
     Attributes:
-        images: ``(N, 3, S, S)`` transformed images.
+        images: ``(N, 3, S, S)`` transformed images (or ``(N, F, 3, S, S)`` clips,
+            evaluated with a video ``encode``).
         captions: per image, its reference captions (cleaned).
         qa: per image, its ``(question, answer)`` pairs (cleaned).
         keys: per image, its record key.
@@ -107,11 +114,14 @@ def _device(model: MaMMUT) -> torch.device:
     return model.embed.weight.device
 
 
-def _image_batches(model: MaMMUT, images: torch.Tensor, batch_size: int):
+def _image_batches(
+    model: MaMMUT, images: torch.Tensor, batch_size: int, encode: Encoder | None = None
+):
     device = _device(model)
+    encode = encode or model.image_tokens
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start : start + batch_size].to(device)
-        yield start, model.image_tokens(chunk)  # (b, N, Dv)
+        yield start, encode(chunk)  # (b, N, Dv)
 
 
 # -- retrieval ---------------------------------------------------------------------------------
@@ -130,25 +140,36 @@ def embed_texts(
 
 
 @torch.no_grad()
-def embed_images(model: MaMMUT, images: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
+def embed_images(
+    model: MaMMUT,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 128,
+    encode: Encoder | None = None,
+) -> torch.Tensor:
     """``(N, E)`` image embeddings."""
     return torch.cat(
         [
             model.pool_image(tok).float().cpu()
-            for _, tok in _image_batches(model, images, batch_size)
+            for _, tok in _image_batches(model, images, batch_size, encode)
         ]
     )
 
 
 @torch.no_grad()
 def evaluate_retrieval(
-    model: MaMMUT, data: EvalSet, tokenizer: TextTokenizer, *, batch_size: int = 128
+    model: MaMMUT,
+    data: EvalSet,
+    tokenizer: TextTokenizer,
+    *,
+    batch_size: int = 128,
+    encode: Encoder | None = None,
 ) -> dict[str, float]:
     """Zero-shot recall@1/5/10 in both directions (``i2t_r1`` ... ``t2i_r10``, fractions)."""
     texts = [c for caps in data.captions for c in caps]
     owner = torch.tensor([i for i, caps in enumerate(data.captions) for _ in caps])
     similarity = (
-        embed_images(model, data.images, batch_size=batch_size)
+        embed_images(model, data.images, batch_size=batch_size, encode=encode)
         @ embed_texts(model, tokenizer, texts, batch_size=batch_size).T
     )  # (N_images, N_texts)
     return retrieval_recall(similarity, owner)
@@ -167,6 +188,7 @@ def generate_captions(
     max_new_tokens: int = 24,
     batch_size: int = 64,
     use_cache: bool = True,
+    encode: Encoder | None = None,
 ) -> list[str]:
     """Caption each image of ``images`` ``(N, 3, S, S)`` from ``[bos]``.
 
@@ -176,7 +198,7 @@ def generate_captions(
     if method not in DECODING_METHODS:
         raise ValueError(f"method must be one of {DECODING_METHODS}, got {method!r}")
     captions: list[str] = []
-    for _, tokens in _image_batches(model, images, batch_size):
+    for _, tokens in _image_batches(model, images, batch_size, encode):
         prefixes = [[tokenizer.bos_id]] * tokens.shape[0]
         if method == "greedy":
             ids = generate_greedy(
@@ -207,6 +229,7 @@ def evaluate_captioning(
     length_penalty: float = 0.6,
     max_new_tokens: int = 24,
     batch_size: int = 64,
+    encode: Encoder | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """BLEU-4 and CIDEr-D of generated captions against all references.
 
@@ -222,6 +245,7 @@ def evaluate_captioning(
         length_penalty=length_penalty,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        encode=encode,
     )
     return caption_metrics(captions, data.captions), captions
 
@@ -236,6 +260,7 @@ def answer_questions(
     *,
     max_new_tokens: int = 6,
     batch_size: int = 64,
+    encode: Encoder | None = None,
 ) -> list[list[str]]:
     """Greedy answers to each image's questions (the question is the prefix).
 
@@ -251,7 +276,7 @@ def answer_questions(
     if len(questions) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {len(questions)} question lists")
     answers: list[list[str]] = []
-    for start, tokens in _image_batches(model, images, batch_size):
+    for start, tokens in _image_batches(model, images, batch_size, encode):
         kv = model.image_kv(tokens)
         batch_questions = questions[start : start + tokens.shape[0]]
         rows = [i for i, qs in enumerate(batch_questions) for _ in qs]
@@ -276,6 +301,7 @@ def evaluate_vqa(
     *,
     max_new_tokens: int = 6,
     batch_size: int = 64,
+    encode: Encoder | None = None,
 ) -> tuple[dict[str, float], list[tuple[str, str, str]]]:
     """Open-ended VQA accuracy (exact match after :func:`normalize_answer`).
 
@@ -293,6 +319,7 @@ def evaluate_vqa(
         tokenizer,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        encode=encode,
     )
     triples = [
         (q, a, p) for pairs, preds in zip(data.qa, predictions) for (q, a), p in zip(pairs, preds)

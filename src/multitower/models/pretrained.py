@@ -29,6 +29,7 @@ from multitower.models.detection import MaMMUTDetector, MaMMUTDetectorConfig
 from multitower.models.io import CONFIG_NAME, load_config_json, load_weights, save_model
 from multitower.models.mammut import MaMMUT, MaMMUTConfig
 from multitower.models.unit_recognizer import UnitRecognizer, UnitRecognizerConfig
+from multitower.models.video import MaMMUTVideo, MaMMUTVideoConfig
 from multitower.models.zipper import Zipper, ZipperConfig
 
 MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
@@ -37,6 +38,7 @@ MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "VocabExpansionLM": (VocabExpansionLM, VocabExpansionConfig),
     "MaMMUT": (MaMMUT, MaMMUTConfig),
     "MaMMUTDetector": (MaMMUTDetector, MaMMUTDetectorConfig),
+    "MaMMUTVideo": (MaMMUTVideo, MaMMUTVideoConfig),
     "UnitRecognizer": (UnitRecognizer, UnitRecognizerConfig),
 }
 

@@ -38,13 +38,15 @@ QA cross-attend to all of them through the unchanged decoder, so
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitower.models.mammut import ImageKV, MaMMUT, MaMMUTOutput
+from multitower.models.mammut import ImageKV, MaMMUT, MaMMUTConfig, MaMMUTOutput
 from multitower.models.video_config import (
     TUBEVIT_TUBES,
     VIDEO_ENCODERS,
@@ -60,6 +62,7 @@ __all__ = [
     "VIDEO_ENCODERS",
     "FrameVideoEncoder",
     "MaMMUTVideo",
+    "MaMMUTVideoConfig",
     "TubeSpec",
     "TubeVideoEncoder",
     "VideoConfig",
@@ -264,29 +267,87 @@ class FrameVideoEncoder(nn.Module):
         return x.reshape(B, n_frames * n, D)
 
 
-class MaMMUTVideo(nn.Module):
-    """A MaMMUT model reading clips: a video encoder in front of the unchanged image-text model.
+@dataclass(frozen=True)
+class MaMMUTVideoConfig:
+    """A MaMMUT model reading clips: the image-text model and how clips become tokens.
 
     Args:
-        mammut: the image MaMMUT (fresh or trained); its ViT encodes the clips.
-        video: which encoder and how many frames.
+        mammut: the :class:`MaMMUTConfig` of the image-text model (its ViT encodes clips).
+        video: which encoder and how many frames (:class:`VideoConfig`).
 
     Raises:
         ValueError: a configured tube does not fit in ``num_frames x S x S``.
     """
 
-    def __init__(self, mammut: MaMMUT, video: VideoConfig) -> None:
+    mammut: MaMMUTConfig
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mammut, MaMMUTConfig):
+            raise ValueError(
+                f"MaMMUTVideoConfig.mammut must be a MaMMUTConfig, got {self.mammut!r}"
+            )
+        if not isinstance(self.video, VideoConfig):
+            raise ValueError(f"MaMMUTVideoConfig.video must be a VideoConfig, got {self.video!r}")
+        if self.video.encoder == "tubes":
+            vision = self.mammut.vision
+            clip = (self.video.num_frames, vision.image_size, vision.image_size)
+            tube_token_count(self.video.tube_list(vision.patch_size), clip)  # raises if no fit
+
+
+class MaMMUTVideo(nn.Module):
+    """A MaMMUT model reading clips: a video encoder in front of the unchanged image-text model.
+
+    ``MaMMUTVideo(config)`` builds a fresh MaMMUT (this is what
+    :func:`~multitower.models.pretrained.load_pretrained` calls);
+    :meth:`from_image_model` starts from a trained one. The state dict is the
+    MaMMUT's under ``mammut.``: the video encoders hold no parameters.
+
+    Args:
+        config: the image-text model and the video encoder.
+        mammut: an existing MaMMUT to wrap (not copied) instead of a fresh one; its
+            config must be ``config.mammut``.
+
+    Raises:
+        ValueError: ``mammut`` has another config.
+    """
+
+    def __init__(self, config: MaMMUTVideoConfig, *, mammut: MaMMUT | None = None) -> None:
         super().__init__()
-        self.mammut = mammut
-        self.video_config = video
-        vision = mammut.config.vision
+        if mammut is not None and mammut.config != config.mammut:
+            raise ValueError("MaMMUTVideo: the MaMMUT passed has another config than config.mammut")
+        self.config = config
+        self.mammut = mammut if mammut is not None else MaMMUT(config.mammut)
+        video = config.video
+        vision = config.mammut.vision
         self.clip_shape = (video.num_frames, vision.image_size, vision.image_size)
         self.encoder: TubeVideoEncoder | FrameVideoEncoder
         if video.encoder == "tubes":
             self.encoder = TubeVideoEncoder(video.tube_list(vision.patch_size))
-            self.encoder.num_tokens(self.clip_shape)  # raises when a tube does not fit
         else:
             self.encoder = FrameVideoEncoder()
+
+    @classmethod
+    def wrap(cls, mammut: MaMMUT, video: VideoConfig) -> MaMMUTVideo:
+        """Read clips with ``mammut`` itself (shared, not copied)."""
+        return cls(MaMMUTVideoConfig(mammut.config, video), mammut=mammut)
+
+    @classmethod
+    def from_image_model(cls, mammut: MaMMUT, video: VideoConfig) -> MaMMUTVideo:
+        """A video model starting from a copy of a (trained) image MaMMUT.
+
+        Every weight is copied: ViT, decoder, cross-attention, projections and
+        temperature. The tube kernels are inflated from the copied ViT patch
+        embedding at every forward (:func:`tube_kernel`), so nothing is
+        re-initialised; a one-frame clip through the ``1 x p x p`` tube gives
+        exactly the image model's patch tokens. The image model is left untouched.
+        """
+        return cls.wrap(copy.deepcopy(mammut), video)
+
+    @property
+    def video_config(self) -> VideoConfig:
+        """The video encoder's config (``config.video``)."""
+        return self.config.video
 
     @property
     def num_tokens(self) -> int:

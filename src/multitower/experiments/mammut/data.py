@@ -14,8 +14,9 @@ a run's tokenizer can be rebuilt from its config.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -134,7 +135,14 @@ def load_records(cfg: MaMMUTDataConfig, split: str) -> list[ImageTextRecord]:
     return list(read_webdataset_shards(pattern)) if pattern else []
 
 
-def training_texts(records: list[ImageTextRecord]) -> list[str]:
+class TextRecord(Protocol):
+    """What the tokenizer reads of a record (image or video): its captions and QA pairs."""
+
+    captions: list[str]
+    qa: list[tuple[str, str]]
+
+
+def training_texts(records: Sequence[TextRecord]) -> list[str]:
     """Every cleaned caption, VQA prompt and answer of ``records`` (the tokenizer's corpus)."""
     texts = [VQA_SEPARATOR]
     for record in records:
@@ -144,7 +152,7 @@ def training_texts(records: list[ImageTextRecord]) -> list[str]:
     return [t for t in texts if t]
 
 
-def build_tokenizer(records: list[ImageTextRecord], kind: str, vocab_size: int) -> TextTokenizer:
+def build_tokenizer(records: Sequence[TextRecord], kind: str, vocab_size: int) -> TextTokenizer:
     """Train the text tokenizer on ``records`` (deterministic).
 
     Raises:

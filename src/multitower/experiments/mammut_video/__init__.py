@@ -1,0 +1,1 @@
+"""The ``mammut_video`` recipe: MaMMUT on clips, sparse tubes against per-frame encoding."""

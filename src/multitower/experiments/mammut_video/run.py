@@ -1,0 +1,454 @@
+"""The ``mammut_video`` experiment: every video encoder at every frame count, trained and evaluated
+on the same clips, resumably; and loading a finished system for inference.
+
+A run directory holds::
+
+    config.yaml          the resolved config (recipe: mammut_video)
+    tokenizer.json       the text tokenizer (shared by every system)
+    stages.json          finished stages: "train <system>", "eval <system>" (with its results)
+    run.log              progress lines
+    <system>/            one per system, e.g. tubes_f8/ or frames_f16/
+        train/           the trainer's checkpoints and metrics.jsonl
+        model/           the final MaMMUTVideo (config.json + model.safetensors + hashes.json)
+    results.json/.md     the comparison, plots/*.png (written by the command)
+
+Resuming: run the same command again. Evaluated systems are skipped, a trained
+one is only evaluated, and an interrupted training continues from its last
+checkpoint (``train.ckpt_every``). The config must be the one the directory was
+started with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from multitower.config import (
+    ConfigError,
+    build_dataclass,
+    build_sections,
+    dump_yaml,
+    load_config,
+    parse_yaml,
+    to_plain,
+)
+from multitower.data.errors import BadRecordError
+from multitower.data.images import ImageTransform
+from multitower.data.tokenizer import TextTokenizer
+from multitower.data.video_readers import load_clip
+from multitower.errors import UserError
+from multitower.experiments.mammut.data import build_tokenizer, collate_mammut
+from multitower.experiments.mammut.run import json_safe, load_run
+from multitower.experiments.mammut.task import MaMMUTEvalConfig, MaMMUTLossConfig, MaMMUTTask
+from multitower.experiments.mammut_video.config import (
+    VideoDataConfig,
+    VideoRecipeConfig,
+    system_name,
+)
+from multitower.experiments.mammut_video.data import (
+    VideoEvalSet,
+    VideoTextDataset,
+    check_alphabet,
+    load_examples,
+)
+from multitower.experiments.mammut_video.evaluate import evaluate_system
+from multitower.io import write_text_atomic
+from multitower.models.io import CONFIG_NAME, load_config_json
+from multitower.models.mammut import MaMMUT, MaMMUTConfig
+from multitower.models.pretrained import load_pretrained, save_pretrained
+from multitower.models.video import MaMMUTVideo, MaMMUTVideoConfig, VideoConfig
+from multitower.train.stages import Stages, log, train_resumable
+from multitower.train.train_config import TrainConfig
+
+RECIPE = "mammut_video"
+TOKENIZER_NAME = "tokenizer.json"
+MODEL_DIR = "model"
+SECTIONS = {
+    "model": MaMMUTConfig,
+    "video": VideoRecipeConfig,
+    "data": VideoDataConfig,
+    "loss": MaMMUTLossConfig,
+    "eval": MaMMUTEvalConfig,
+}
+
+
+# -- config ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoRunConfig:
+    """A validated ``mammut_video`` config: the train section and the built sections."""
+
+    train: TrainConfig
+    model: MaMMUTConfig
+    video: VideoRecipeConfig
+    data: VideoDataConfig
+    loss: MaMMUTLossConfig
+    eval: MaMMUTEvalConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        sections = {name: getattr(self, name) for name in SECTIONS}
+        return {"recipe": RECIPE, "train": to_plain(self.train), **to_plain(sections)}
+
+    def video_config(self, encoder: str, num_frames: int) -> VideoConfig:
+        return VideoConfig(encoder=encoder, num_frames=num_frames, tubes=self.video.tubes)
+
+
+def resolve_video_config(raw: dict[str, Any]) -> VideoRunConfig:
+    """Validate a ``mammut_video`` config, reporting every problem at once.
+
+    Raises:
+        ConfigError: another recipe, a bad section, or sections that do not fit
+            together (a tube that does not fit a clip, frames of another size
+            than the ViT's, texts longer than the model reads).
+    """
+    problems: list[str] = []
+    if raw.get("recipe") != RECIPE:
+        problems.append(f"recipe: this command needs recipe {RECIPE!r}, got {raw.get('recipe')!r}")
+    train = sections = None
+    try:
+        train = build_dataclass(TrainConfig, raw.get("train") or {}, "train")
+    except ConfigError as err:
+        problems += err.problems
+    try:
+        sections = build_sections(raw, SECTIONS, ignore=("recipe", "train"))
+    except ConfigError as err:
+        problems += err.problems
+    if problems:
+        raise ConfigError(problems)
+    assert train is not None and sections is not None
+    cfg = VideoRunConfig(train, **sections)
+    if cfg.video.init_from is None:
+        problems += _fit_problems(cfg, cfg.model)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _fit_problems(cfg: VideoRunConfig, model: MaMMUTConfig) -> list[str]:
+    problems = []
+    if cfg.data.max_text_len > model.max_seq_len:
+        problems.append(
+            f"data.max_text_len={cfg.data.max_text_len} exceeds model.max_seq_len={model.max_seq_len}"
+        )
+    if 1 + cfg.eval.max_caption_tokens > model.max_seq_len:
+        problems.append(
+            f"eval.max_caption_tokens={cfg.eval.max_caption_tokens}: bos + that many tokens "
+            f"exceeds model.max_seq_len={model.max_seq_len}"
+        )
+    if (model.pad_id, model.bos_id, model.eos_id) != (0, 1, 2):
+        problems.append("model: pad/bos/eos ids must be 0/1/2 (the tokenizer's)")
+    if cfg.data.source == "clips":
+        if cfg.data.clip.image_size != model.vision.image_size:
+            problems.append(
+                f"data.clip.image_size={cfg.data.clip.image_size} must equal "
+                f"model.vision.image_size={model.vision.image_size}"
+            )
+        if min(cfg.video.frames) < 4:
+            problems.append(
+                f"video.frames: generated clips have at least 4 frames, got {cfg.video.frames}"
+            )
+    for encoder, frames in cfg.video.systems:
+        try:
+            MaMMUTVideoConfig(model, cfg.video_config(encoder, frames))
+        except ValueError as err:
+            problems.append(f"video: {system_name(encoder, frames)}: {err}")
+    return problems
+
+
+def load_video_config(path: Path, overrides: list[str]) -> VideoRunConfig:
+    """Read, override and validate a config file (see :func:`resolve_video_config`)."""
+    return resolve_video_config(load_config(path, overrides))
+
+
+# -- the experiment ----------------------------------------------------------------------------
+@dataclass
+class Start:
+    """Where every system of a run starts: a model config, and with ``init_from`` the image
+    run's tokenizer and trained model."""
+
+    model_config: MaMMUTConfig
+    tokenizer: TextTokenizer | None
+    image_model: MaMMUT | None
+
+
+def starting_point(cfg: VideoRunConfig) -> Start:
+    """The model config, tokenizer and weights the systems start from (``video.init_from``).
+
+    Raises:
+        UserError: ``init_from`` is not a MaMMUT run directory.
+        ConfigError: its model does not fit the data or eval sections.
+    """
+    if cfg.video.init_from is None:
+        return Start(cfg.model, None, None)
+    loaded = load_run(Path(cfg.video.init_from))
+    problems = _fit_problems(cfg, loaded.model.config)
+    if problems:
+        raise ConfigError([f"video.init_from={cfg.video.init_from}: {p}" for p in problems])
+    return Start(loaded.model.config, loaded.tokenizer, loaded.model)
+
+
+def _check_same_config(cfg: VideoRunConfig, run_dir: Path) -> None:
+    path = run_dir / "config.yaml"
+    text = dump_yaml(cfg.to_dict())
+    if path.is_file():
+        if path.read_text(encoding="utf-8") != text:
+            raise UserError(
+                f"{run_dir} was started with another config ({path}); run that config again "
+                "to resume, or choose another --run-dir"
+            )
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+
+
+def run_experiment(cfg: VideoRunConfig, run_dir: Path, *, beam: bool = False) -> dict[str, Any]:
+    """Train and evaluate every system of ``cfg`` into ``run_dir`` (resumable, see the module
+    docstring).
+
+    Returns:
+        ``{"systems": {name: {"encoder", "frames", "metrics", "baselines", ...}}, "seconds": s}``.
+
+    Raises:
+        UserError: ``run_dir`` was started with another config.
+        ConfigError: ``init_from`` names a run that does not fit the data.
+    """
+    start_time = time.perf_counter()
+    _check_same_config(cfg, run_dir)
+    start = starting_point(cfg)
+    stages = Stages(run_dir)
+    names = [system_name(e, f) for e, f in cfg.video.systems]
+    stages.plan([f"{what} {name}" for name in names for what in ("train", "eval")])
+    size = start.model_config.vision.image_size
+    transform = ImageTransform(image_size=size)
+    tokenizer = start.tokenizer
+    results: dict[str, Any] = {}
+    for num_frames in cfg.video.frames:
+        pending = [
+            e for e in cfg.video.encoders if not stages.get(f"eval {system_name(e, num_frames)}")
+        ]
+        for encoder in cfg.video.encoders:
+            if encoder not in pending:
+                results[system_name(encoder, num_frames)] = stages.get(
+                    f"eval {system_name(encoder, num_frames)}"
+                )
+        if not pending:
+            continue
+        log(f"generating clips of {num_frames} frames")
+        train_examples = load_examples(cfg.data, "train", num_frames, size)
+        eval_examples = load_examples(cfg.data, "eval", num_frames, size)
+        if not train_examples or not eval_examples:
+            raise ConfigError("data: the training and the evaluation set must both hold clips")
+        if tokenizer is None:
+            tokenizer_path = run_dir / TOKENIZER_NAME
+            if tokenizer_path.is_file():
+                tokenizer = TextTokenizer.load(tokenizer_path)
+            else:
+                tokenizer = build_tokenizer(train_examples, "bpe", start.model_config.vocab_size)
+        if not (run_dir / TOKENIZER_NAME).is_file():
+            tokenizer.save(run_dir / TOKENIZER_NAME)
+        try:
+            check_alphabet(train_examples + eval_examples, tokenizer, f"{num_frames}-frame clips")
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        evalset = VideoEvalSet.from_examples(eval_examples, transform)
+        train_qa = [
+            (q, a, f)
+            for ex in train_examples
+            for (q, a), f in zip(ex.qa, ex.needs_order or [None] * len(ex.qa))
+        ]
+        for encoder in pending:
+            name = system_name(encoder, num_frames)
+            model = _trained_system(
+                cfg, start, stages, run_dir, encoder, num_frames, train_examples, tokenizer
+            )
+            log(f"evaluating {name} on {len(evalset.data)} clips")
+            result = evaluate_system(
+                model, evalset, tokenizer, cfg.eval, train_qa=train_qa, beam=beam,
+                shuffled_control=cfg.video.shuffled_control, seed=cfg.train.seed,
+            )  # fmt: skip
+            result.update(
+                {
+                    "encoder": encoder,
+                    "frames": num_frames,
+                    "train_seconds": stages.get(f"train {name}")["train_seconds"],
+                    "params_millions": sum(p.numel() for p in model.parameters()) / 1e6,
+                }
+            )
+            m = result["metrics"]
+            log(
+                f"{name}: VQA {100 * m.get('vqa_accuracy', float('nan')):.1f}% "
+                f"(order-dependent {100 * m.get('vqa_motion_accuracy', float('nan')):.1f}%), "
+                f"CIDEr-D {m['greedy_cider']:.3f}, v->t R@1 {100 * m['i2t_r1']:.1f}%, "
+                f"encoder {m['encoder_ms_per_clip']:.2f} ms/clip"
+            )
+            safe = json.loads(json.dumps(json_safe(result)))
+            stages.mark(f"eval {name}", safe)
+            results[name] = safe
+    return {
+        "systems": results,
+        "init_from": cfg.video.init_from,
+        "model": to_plain(start.model_config),
+        "seconds": time.perf_counter() - start_time,
+    }
+
+
+def initial_model(start: Start, video: VideoConfig, *, seed: int) -> MaMMUTVideo:
+    """A system before training: a copy of the image model of ``init_from``, or fresh
+    weights drawn from ``seed`` (the same for every system of a run)."""
+    if start.image_model is not None:
+        return MaMMUTVideo.from_image_model(start.image_model, video)
+    torch.manual_seed(seed)
+    return MaMMUTVideo(MaMMUTVideoConfig(start.model_config, video))
+
+
+def _trained_system(
+    cfg: VideoRunConfig,
+    start: Start,
+    stages: Stages,
+    run_dir: Path,
+    encoder: str,
+    num_frames: int,
+    train_examples: list,
+    tokenizer: TextTokenizer,
+) -> MaMMUTVideo:
+    name = system_name(encoder, num_frames)
+    model_dir = run_dir / name / MODEL_DIR
+    if stages.get(f"train {name}"):
+        return load_pretrained(model_dir, MaMMUTVideo)
+    model = initial_model(start, cfg.video_config(encoder, num_frames), seed=cfg.train.seed)
+    dataset = VideoTextDataset(
+        train_examples,
+        ImageTransform(image_size=start.model_config.vision.image_size),
+        tokenizer,
+        max_text_len=cfg.data.max_text_len,
+        vqa_fraction=cfg.data.vqa_fraction,
+    )
+    log(
+        f"training {name}: {model.num_tokens} video tokens per clip, {len(dataset)} clips, "
+        f"{cfg.train.max_steps} steps"
+    )
+    began = time.perf_counter()
+    trained = train_resumable(
+        model,
+        MaMMUTTask(cfg.loss, start.model_config.pad_id),
+        dataset,
+        collate_mammut,
+        cfg.train,
+        run_dir / name,
+        seed=cfg.train.seed,
+    )
+    seconds = time.perf_counter() - began
+    assert isinstance(trained, MaMMUTVideo)
+    trained.eval()
+    save_pretrained(trained, model_dir)
+    stages.mark(f"train {name}", {"train_seconds": seconds})
+    return trained
+
+
+# -- loading a finished system -----------------------------------------------------------------
+@dataclass
+class LoadedVideoRun:
+    """A trained video system, ready for inference."""
+
+    model: MaMMUTVideo
+    tokenizer: TextTokenizer
+    eval_cfg: MaMMUTEvalConfig
+    system: str
+
+    @property
+    def num_frames(self) -> int:
+        return self.model.config.video.num_frames
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.mammut.vision.image_size
+
+
+def _recipe_of(run_dir: Path) -> str | None:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path)) or {}
+    return raw.get("recipe") if isinstance(raw, dict) else None
+
+
+def is_video_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is a ``mammut_video`` run directory or one of its systems."""
+    if _recipe_of(run_dir) == RECIPE or _recipe_of(run_dir.parent) == RECIPE:
+        return True
+    config = run_dir / MODEL_DIR / CONFIG_NAME
+    return config.is_file() and load_config_json(run_dir / MODEL_DIR).get("model_type") == (
+        "MaMMUTVideo"
+    )
+
+
+def _systems(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if (p / MODEL_DIR / CONFIG_NAME).is_file())
+
+
+def load_video_run(
+    run_dir: Path, *, system: str | None = None, device: str = "cpu"
+) -> LoadedVideoRun:
+    """Load one trained system of a video run directory.
+
+    Args:
+        run_dir: the run directory (then ``system`` picks the system; by default
+            the tubes with the most frames, else the first one) or a system's own
+            directory (``RUN_DIR/tubes_f8``).
+        system: e.g. ``"frames_f16"``.
+
+    Raises:
+        UserError: not a video run, an unknown or untrained system (the trained
+            ones are listed), or weights that do not load.
+    """
+    if (run_dir / MODEL_DIR / CONFIG_NAME).is_file() and system is None:
+        root, system_dir = run_dir.parent, run_dir
+    else:
+        if not run_dir.is_dir():
+            raise UserError(f"run directory not found: {run_dir}")
+        root = run_dir
+        trained = _systems(root)
+        if not trained:
+            raise UserError(f"{run_dir} holds no trained video system (no */{MODEL_DIR}/)")
+        if system is None:
+            tubes = [s for s in trained if s.startswith("tubes_f")]
+            pool = tubes or trained
+            system = max(pool, key=lambda s: int(s.rsplit("_f", 1)[-1]) if "_f" in s else 0)
+        if system not in trained:
+            raise UserError(
+                f"{run_dir} has no trained system {system!r}; trained: {', '.join(trained)}"
+            )
+        system_dir = root / system
+    tokenizer_path = next(
+        (p / TOKENIZER_NAME for p in (system_dir, root) if (p / TOKENIZER_NAME).is_file()), None
+    )
+    if tokenizer_path is None:
+        raise UserError(f"{root} holds no {TOKENIZER_NAME}")
+    try:
+        model = load_pretrained(system_dir / MODEL_DIR, MaMMUTVideo)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from err
+    eval_cfg = MaMMUTEvalConfig()
+    if _recipe_of(root) == RECIPE:
+        raw = parse_yaml((root / "config.yaml").read_text(encoding="utf-8"), source="config.yaml")
+        eval_cfg = build_dataclass(MaMMUTEvalConfig, raw.get("eval") or {}, "eval")
+    model.to(device).eval()
+    return LoadedVideoRun(model, TextTokenizer.load(tokenizer_path), eval_cfg, system_dir.name)
+
+
+def load_clip_or_fail(loaded: LoadedVideoRun, path: Path) -> torch.Tensor:
+    """One clip on disk as the system reads it, ``(F, 3, S, S)``: ``F`` frames sampled evenly,
+    each resized and normalised as in training.
+
+    Raises:
+        UserError: missing, unreadable, empty, of an unknown kind, with frames too
+            small or fewer frames than the system reads (the message names the file).
+    """
+    try:
+        return load_clip(path, loaded.num_frames, loaded.image_size)
+    except BadRecordError as err:
+        raise UserError(f"{err} (system {loaded.system} reads {loaded.num_frames} frames)") from err
