@@ -241,18 +241,31 @@ class MaMMUTDataset:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[int], list[int], list[float]]:
         image = self._image(index)
-        captions = self.captions[index]
-        text = random.choice(captions)[: self.max_len]
-        pairs = self.vqa[index]
-        if pairs and random.random() < self.vqa_fraction:
-            gen, weights = random.choice(pairs)
-            if len(gen) > self.max_len:  # a cut answer teaches nothing: use a caption
-                gen = random.choice(captions)
-                weights = [1.0] * len(gen)
-        else:
+        text, gen, weights = sample_texts(
+            self.captions[index], self.vqa[index], self.max_len, self.vqa_fraction
+        )
+        return image, text, gen, weights
+
+
+def sample_texts(
+    captions: list[list[int]],
+    pairs: list[tuple[list[int], list[float]]],
+    max_len: int,
+    vqa_fraction: float,
+) -> tuple[list[int], list[int], list[float]]:
+    """One training example's texts: a caption for the contrastive pass, and for the
+    generative pass a QA pair (with probability ``vqa_fraction``) or a caption, with
+    its per-token loss weights; all cut to ``max_len``."""
+    text = random.choice(captions)[:max_len]
+    if pairs and random.random() < vqa_fraction:
+        gen, weights = random.choice(pairs)
+        if len(gen) > max_len:  # a cut answer teaches nothing: use a caption
             gen = random.choice(captions)
             weights = [1.0] * len(gen)
-        return image, text, gen[: self.max_len], weights[: self.max_len]
+    else:
+        gen = random.choice(captions)
+        weights = [1.0] * len(gen)
+    return text, gen[:max_len], weights[:max_len]
 
 
 def collate_mammut(items: list[tuple], pad_id: int = 0) -> MaMMUTBatch:

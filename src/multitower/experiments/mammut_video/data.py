@@ -15,7 +15,6 @@ written to ``.npz`` and read back by the commands gives the same tensor).
 
 from __future__ import annotations
 
-import random
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -29,6 +28,7 @@ from multitower.data.tokenizer import TextTokenizer
 from multitower.data.video_clips import generate_clips
 from multitower.data.video_readers import load_clip, read_video_text
 from multitower.eval.mammut_eval import EvalSet
+from multitower.experiments.mammut.data import sample_texts
 from multitower.experiments.mammut_video.config import VideoDataConfig
 
 
@@ -160,18 +160,10 @@ class VideoTextDataset:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[int], list[int], list[float]]:
         clip = normalize_clip(self.examples[index].clip, self.transform)  # (F, 3, S, S)
-        captions = self.captions[index]
-        text = random.choice(captions)[: self.max_len]
-        pairs = self.vqa[index]
-        if pairs and random.random() < self.vqa_fraction:
-            gen, weights = random.choice(pairs)
-            if len(gen) > self.max_len:  # a cut answer teaches nothing: use a caption
-                gen = random.choice(captions)
-                weights = [1.0] * len(gen)
-        else:
-            gen = random.choice(captions)
-            weights = [1.0] * len(gen)
-        return clip, text, gen[: self.max_len], weights[: self.max_len]
+        text, gen, weights = sample_texts(
+            self.captions[index], self.vqa[index], self.max_len, self.vqa_fraction
+        )
+        return clip, text, gen, weights
 
 
 @dataclass
