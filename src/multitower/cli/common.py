@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from multitower.errors import UserError
 
@@ -11,6 +12,18 @@ THREADS_RULE = (
     "$OMP_NUM_THREADS when set, else the cores not already busy (cores minus the "
     "1-minute load average, at least 1)"
 )
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """The positional YAML config, its ``key=value`` overrides and ``--run-dir``."""
+    parser.add_argument("config", type=Path, help=config_help)
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. train.max_steps=50",
+    )
+    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

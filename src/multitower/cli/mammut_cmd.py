@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from multitower.cli.common import add_threads_argument, set_threads
+from multitower.cli.common import add_config_arguments, add_threads_argument, set_threads
 from multitower.experiments.mammut.run import (
     evaluate_run,
     json_safe,
@@ -32,14 +32,7 @@ from multitower.train.logger import read_metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, help="YAML config with recipe: mammut")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="dotted overrides, e.g. train.max_steps=50",
-    )
-    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
+    add_config_arguments(parser, "YAML config with recipe: mammut")
     parser.add_argument(
         "--no-beam", action="store_true", help="evaluate greedy captioning only (faster)"
     )

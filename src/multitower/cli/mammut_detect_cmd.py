@@ -21,20 +21,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from multitower.cli.common import add_threads_argument, set_threads
+from multitower.cli.common import add_config_arguments, add_threads_argument, set_threads
 from multitower.config import build_dataclass, load_config
 from multitower.experiments.mammut.detect_config import DetectExperimentConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, help="YAML config of mammut-detect")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="dotted overrides, e.g. train.max_steps=50",
-    )
-    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
+    add_config_arguments(parser, "YAML config of mammut-detect")
     add_threads_argument(parser)
 
 

@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from multitower.cli.common import add_threads_argument, set_threads
+from multitower.cli.common import add_config_arguments, add_threads_argument, set_threads
 from multitower.experiments.mammut.run import json_safe
 from multitower.experiments.mammut_video.run import load_video_config, run_experiment
 from multitower.io import write_json_atomic, write_text_atomic
@@ -32,14 +32,7 @@ from multitower.train.logger import read_metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, help="YAML config with recipe: mammut_video")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="dotted overrides, e.g. train.max_steps=50",
-    )
-    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
+    add_config_arguments(parser, "YAML config with recipe: mammut_video")
     parser.add_argument("--beam", action="store_true", help="also score beam-search captions")
     add_threads_argument(parser)
 
