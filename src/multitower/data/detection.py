@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from multitower.data.image_datasets import SceneConfig, generate_scenes
+from multitower.data.image_readers import read_coco_json
 from multitower.data.images import ImageSource, ImageTransform, open_image
 from multitower.io import write_bytes_atomic, write_text_atomic
 
@@ -219,19 +220,8 @@ def read_coco_instances(
             its image; the message names the file and the entry.
     """
     path, root = Path(annotations_json), Path(image_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO instances file not found: {path}")
-    if not root.is_dir():
-        raise FileNotFoundError(f"COCO image folder not found: {root}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be an object, got {type(data).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: missing list {key!r} (COCO instances format)")
+    lists = ("images", "annotations", "categories")
+    data = read_coco_json(path, root, lists, "instances", "instances file")
 
     categories: dict[int, dict] = {}
     for i, cat in enumerate(data["categories"]):

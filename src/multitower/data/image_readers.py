@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -74,6 +75,28 @@ class ImageTextRecord:
         return transform(self.image, train=train, generator=generator, name=self._name())
 
 
+def read_coco_json(
+    path: Path, root: Path, lists: tuple[str, ...], kind: str, file_label: str
+) -> dict[str, Any]:
+    """A COCO-style JSON file's top-level object, checked: the file and the image folder
+    ``root`` exist, the JSON parses to an object and each key of ``lists`` is a list.
+    Errors name the file (``COCO <file_label> not found``, ``(COCO <kind> format)``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO {file_label} not found: {path}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"COCO image folder not found: {root}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be an object, got {type(data).__name__}")
+    for key in lists:
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{path}: missing list {key!r} (COCO {kind} format)")
+    return data
+
+
 def _parse_extras(entry: dict, where: str) -> dict:
     """Read the optional ``qa`` / ``boxes`` / ``labels`` fields of a record."""
     extras: dict = {}
@@ -121,21 +144,8 @@ def read_coco_captions(
         ValueError: malformed JSON, a missing key (named with the entry's index),
             a duplicate image id, or a caption for an image id not listed.
     """
-    path = Path(annotations_json)
-    root = Path(image_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
-    if not root.is_dir():
-        raise FileNotFoundError(f"COCO image folder not found: {root}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be an object, got {type(data).__name__}")
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: missing list {key!r} (COCO captions format)")
+    path, root = Path(annotations_json), Path(image_dir)
+    data = read_coco_json(path, root, ("images", "annotations"), "captions", "annotation file")
 
     entries: dict[str, dict] = {}
     for i, entry in enumerate(data["images"]):
