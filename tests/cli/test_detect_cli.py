@@ -43,7 +43,9 @@ def experiment(tmp_path_factory, multitower_cli):
         yaml.safe_dump({**DETECT, "pretrain": {"config": str(root / "pretrain.yaml")}})
     )
     run_dir = root / "run"
-    done = multitower_cli("mammut-detect", str(config), "--run-dir", str(run_dir))
+    done = multitower_cli(
+        "mammut-detect", str(config), "--run-dir", str(run_dir), "--jobs", "1", "--threads", "1"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return config, run_dir, done.stdout
 
@@ -62,6 +64,27 @@ def test_mammut_detect_writes_results_pngs_and_loadable_detectors(experiment):
     # the closed head cannot name a novel class (the held-out scenes hold one): novel AP 0
     assert result["variants"]["closed_vocab"]["metrics"]["ap_novel"] == 0.0
     assert (run_dir / "pretrain_contrastive" / "model" / "model.safetensors").is_file()
+
+
+def test_stages_in_two_processes_give_the_sequential_results(experiment, tmp_path, multitower_cli):
+    config, run_dir, _ = experiment
+    parallel = tmp_path / "parallel"
+    done = multitower_cli(
+        "mammut-detect", str(config), "--run-dir", str(parallel), "--jobs", "2", "--threads", "2"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = {
+        name: {
+            v: row["metrics"]
+            for v, row in json.loads((d / "results.json").read_text())["variants"].items()
+        }
+        for name, d in (("sequential", run_dir), ("parallel", parallel))
+    }
+    assert metrics["parallel"] == metrics["sequential"]
+    log = (parallel / "run.log").read_text()
+    assert "3 stages in 2 processes (1 thread(s) each)" in log
+    # the workers' own lines reach the run's log
+    assert "training the closed_vocab detector" in log and "pretrain_contrastive done" in log
 
 
 def test_detect_prints_and_draws_boxes_for_any_names(experiment, tmp_path, multitower_cli):

@@ -49,7 +49,8 @@ def video_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("video_cli")
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     run_dir = root / "run"
-    assert main(["mammut-video", str(root / "tiny.yaml"), "--run-dir", str(run_dir)]) == 0
+    args = ["--run-dir", str(run_dir), "--jobs", "1"]
+    assert main(["mammut-video", str(root / "tiny.yaml"), *args]) == 0
     clips = root / "clips"
     clips.mkdir()
     drawn = generate_clips(3, 5, ClipConfig(image_size=32, num_frames=8))

@@ -49,7 +49,8 @@ def video_run(tmp_path_factory):
     config = root / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     run_dir = root / "run"
-    assert main(["mammut-video", str(config), "--run-dir", str(run_dir), "--threads", "1"]) == 0
+    args = ["--run-dir", str(run_dir), "--jobs", "1", "--threads", "1"]
+    assert main(["mammut-video", str(config), *args]) == 0
     return config, run_dir
 
 
@@ -85,6 +86,29 @@ def test_every_system_is_trained_evaluated_and_tabled(video_run):
     assert "training frames_f6" in log and "evaluating tubes_f4" in log
 
 
+def _measured(run_dir):
+    """Every system's metrics except the timings."""
+    systems = json.loads((run_dir / "results.json").read_text())["systems"]
+    return {
+        name: {k: v for k, v in s["metrics"].items() if "ms" not in k and "seconds" not in k}
+        for name, s in systems.items()
+    }
+
+
+def test_systems_in_two_processes_give_the_sequential_results(video_run, tmp_path, multitower_cli):
+    config, run_dir = video_run
+    parallel = tmp_path / "parallel"
+    args = ["--run-dir", str(parallel), "--jobs", "2", "--threads", "2"]
+    done = multitower_cli("mammut-video", str(config), *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _measured(parallel) == _measured(run_dir)
+    stages = json.loads((parallel / "stages.json").read_text())
+    assert {f"{what} {name}" for name in SYSTEMS for what in ("train", "eval")} <= set(stages)
+    log = (parallel / "run.log").read_text()
+    assert "4 systems in 2 processes (1 thread(s) each)" in log
+    assert "training frames_f6" in log and "evaluating tubes_f4" in log  # the workers' lines
+
+
 def test_rerun_resumes_instead_of_retraining(video_run, capsys):
     config, run_dir = video_run
     before = (run_dir / "tubes_f4" / "train" / "metrics.jsonl").read_text()
@@ -92,7 +116,8 @@ def test_rerun_resumes_instead_of_retraining(video_run, capsys):
     # forget that one system was trained and evaluated: it resumes from its last checkpoint
     del stages["train frames_f6"], stages["eval frames_f6"]
     (run_dir / "stages.json").write_text(json.dumps(stages))
-    assert main(["mammut-video", str(config), "--run-dir", str(run_dir), "--threads", "1"]) == 0
+    args = ["--run-dir", str(run_dir), "--jobs", "1", "--threads", "1"]
+    assert main(["mammut-video", str(config), *args]) == 0
     log = (run_dir / "run.log").read_text()
     assert "resumed frames_f6 at step 6" in log
     assert log.count("training tubes_f4") == 1  # finished systems are not trained again

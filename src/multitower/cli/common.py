@@ -32,6 +32,28 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_jobs_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--jobs N``: how many of the command's independent stages (``what``) run at once."""
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help=f"{what} run at once, each in its own process with threads/jobs torch "
+        f"threads (default: the free cores, {THREADS_RULE.split(', else ')[1]})",
+    )
+
+
+def resolve_jobs(jobs: int | None) -> int:
+    """``--jobs`` as given, else :func:`free_cores`.
+
+    Raises:
+        UserError: a count below 1.
+    """
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    return jobs or free_cores()
+
+
 def default_threads(cores: int, load: float | None, omp_num_threads: str | None) -> int | None:
     """The thread count when ``--threads`` is not given; None leaves torch's own choice.
 

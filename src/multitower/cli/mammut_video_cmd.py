@@ -1,6 +1,7 @@
 """Train and evaluate MaMMUT on video: sparse tubes against per-frame encoding at several frame counts.
 
-    multitower mammut-video CONFIG.yaml [key=value ...] [--run-dir DIR] [--beam] [--threads N]
+    multitower mammut-video CONFIG.yaml [key=value ...] [--run-dir DIR] [--beam] [--jobs N]
+        [--threads N]
 
 Trains every system of CONFIG (``recipe: mammut_video``; each of
 ``video.encoders`` at each of ``video.frames``, with the same model size,
@@ -11,7 +12,8 @@ caption CIDEr-D, video-text recall@1/5/10, encoder time per clip), and writes
 ``plots/encoder_time.png``, ``plots/training.png`` into the run directory
 (default ``runs/<config name>``). ``--beam`` adds beam-search captioning.
 
-Resumable: run the same command again after an interruption; finished systems
+The systems are independent: ``--jobs`` of them train at once, each in its own
+process (default: one per free core). Resumable: run the same command again after an interruption; finished systems
 are kept, an interrupted training continues from its last checkpoint.
 Progress goes to stderr and ``RUN_DIR/run.log``.
 """
@@ -23,7 +25,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from multitower.cli.common import add_config_arguments, add_threads_argument, set_threads
+from multitower.cli.common import (
+    add_config_arguments,
+    add_jobs_argument,
+    add_threads_argument,
+    resolve_jobs,
+    set_threads,
+)
 from multitower.experiments.mammut.run import json_safe
 from multitower.experiments.mammut_video.run import load_video_config, run_experiment
 from multitower.io import write_json_atomic, write_text_atomic
@@ -34,6 +42,7 @@ from multitower.train.logger import read_metrics
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "YAML config with recipe: mammut_video")
     parser.add_argument("--beam", action="store_true", help="also score beam-search captions")
+    add_jobs_argument(parser, "systems")
     add_threads_argument(parser)
 
 
@@ -174,11 +183,12 @@ def plot_training(run_dir: Path, systems: list[str], out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    jobs = resolve_jobs(args.jobs)
     set_threads(args.threads)
     cfg = load_video_config(args.config, args.overrides)
     run_dir: Path = args.run_dir or Path("runs") / args.config.stem
     with run_log(run_dir / "run.log"):
-        result = run_experiment(cfg, run_dir, beam=args.beam)
+        result = run_experiment(cfg, run_dir, beam=args.beam, jobs=jobs)
         log_line("mammut-video: writing results and plots")
     result.update(
         {

@@ -24,7 +24,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from multitower.cli.common import THREADS_RULE, add_threads_argument, free_cores, set_threads
+from multitower.cli.common import add_jobs_argument, add_threads_argument, resolve_jobs, set_threads
 from multitower.config import ConfigError, build_dataclass, dump_yaml, load_config, to_plain
 from multitower.errors import UserError
 from multitower.io import write_text_atomic
@@ -43,13 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=None,
-        help="fine-tunes run at once, each in its own process with threads/jobs torch "
-        f"threads (default: the free cores, {THREADS_RULE.split(', else ')[1]})",
-    )
+    add_jobs_argument(parser, "fine-tunes")
     add_threads_argument(parser)
 
 
@@ -76,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
     # The whole config, model configs included, is checked before anything else is loaded.
     config = build_dataclass(SpeechTextConfig, raw, "")
     check_text_tower_source(config)  # an HF text tower's folder, files, tokenizer and ids
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
-    jobs = args.jobs or free_cores()
+    jobs = resolve_jobs(args.jobs)
     set_threads(args.threads)  # imports torch: after the check, so a refused config is quick
     from multitower.experiments.zipper_speech_text.experiment import SpeechTextExperiment
 

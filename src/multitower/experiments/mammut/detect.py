@@ -50,6 +50,7 @@ from multitower.data.padding import pad_right
 from multitower.data.tokenizer import TextTokenizer
 from multitower.errors import UserError
 from multitower.eval.detection import Detections, GroundTruth, coco_box_ap, decode_detections
+from multitower.experiments.jobs import Job, run_jobs, worker_context
 from multitower.experiments.mammut.detect_config import (
     PRETRAIN_KINDS,
     VARIANTS,
@@ -501,8 +502,14 @@ def results_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_experiment(cfg: DetectExperimentConfig, run_dir: Path, *, source: str) -> dict[str, Any]:
+def run_experiment(
+    cfg: DetectExperimentConfig, run_dir: Path, *, source: str, jobs: int = 1
+) -> dict[str, Any]:
     """Pre-train what is missing, train and evaluate every variant, write results and PNGs.
+
+    With ``jobs > 1`` the pre-trainings and the detectors run in that many processes
+    (each with this process's torch threads divided by ``jobs``, at least one); a
+    detector starts as soon as its MaMMUT is trained.
 
     Returns:
         The results dict (also written to ``run_dir/results.json``).
@@ -516,31 +523,27 @@ def run_experiment(cfg: DetectExperimentConfig, run_dir: Path, *, source: str) -
     pretrains = any(cfg.run_dir_for(VARIANTS[v][0]) is None for v in cfg.variants)
     if pretrains and not Path(cfg.pretrain.config).is_file():
         raise UserError(f"pretrain.config: file not found: {cfg.pretrain.config}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(run_dir / "config.yaml", dump_yaml(to_plain(cfg)).encode("utf-8"))
-    data = load_detection_data(cfg.data)
-    variants: dict[str, Any] = {}
+    threads = max(1, torch.get_num_threads() // jobs)
+    graph: dict[str, Job] = {}
     for variant in cfg.variants:
-        kind, head_kind = VARIANTS[variant]
-        mammut = pretrained_mammut(cfg, kind, run_dir)
-        log_line(f"mammut-detect: training the {variant} detector")
-        det = train_detector(cfg, variant, mammut, data, run_dir / variant)
-        log_line(f"mammut-detect: evaluating the {variant} detector")
-        metrics, found = evaluate_detector(det, data.eval, data.split, cfg.eval)
-        if cfg.eval.draw_images:
-            _draw_panel(
-                data.eval,
-                found,
-                data.split,
-                cfg.eval,
-                run_dir / "plots" / f"detections_{variant}.png",
-            )
-        variants[variant] = {
-            "pretraining": kind.replace("_", " "),
-            "head": "class-name text" if head_kind == "open" else "learned base table",
-            "metrics": metrics,
-            "train_seconds": det.train_seconds,
-        }
+        kind = VARIANTS[variant][0]
+        stage = f"pretrain_{kind}"
+        needs = cfg.run_dir_for(kind) is None and not _trained(run_dir / stage)
+        if needs and stage not in graph:
+            graph[stage] = Job(_pretrain_job, (cfg, kind, str(run_dir), threads))
+        graph[variant] = Job(
+            _variant_job, (cfg, variant, str(run_dir), threads), (stage,) if needs else ()
+        )
+    if jobs > 1:
+        log_line(
+            f"mammut-detect: {len(graph)} stages in {jobs} processes ({threads} thread(s) each)"
+        )
+    done = run_jobs(graph, jobs, lambda name, _: log_line(f"mammut-detect: {name} done"))
+    data = _data(cfg.data)
     result = {
         "config": source,
         "base": list(data.split.base),
@@ -550,8 +553,52 @@ def run_experiment(cfg: DetectExperimentConfig, run_dir: Path, *, source: str) -
         "eval_images": len(data.eval),
         "steps": cfg.train.max_steps,
         "batch_size": cfg.train.batch_size,
-        "variants": variants,
+        "variants": {variant: done[variant] for variant in cfg.variants},
     }
     write_json_atomic(run_dir / "results.json", json_safe(result), indent=2)
     write_text_atomic(run_dir / "results.md", results_markdown(result))
     return result
+
+
+def _trained(run: Path) -> bool:
+    return (run / MODEL_DIR / WEIGHTS_NAME).is_file()
+
+
+def _pretrain_job(cfg: DetectExperimentConfig, kind: str, run_dir: str, threads: int) -> None:
+    """Pre-trains the MaMMUT of one kind into ``run_dir/pretrain_<kind>``."""
+    with worker_context(Path(run_dir) / "run.log", threads):
+        pretrained_mammut(cfg, kind, Path(run_dir))
+
+
+def _variant_job(
+    cfg: DetectExperimentConfig, variant: str, run_dir: str, threads: int
+) -> dict[str, Any]:
+    """Trains (or reloads) and evaluates one variant's detector; returns its results row."""
+    with worker_context(Path(run_dir) / "run.log", threads):
+        kind, head_kind = VARIANTS[variant]
+        data = _data(cfg.data)
+        mammut = pretrained_mammut(cfg, kind, Path(run_dir))
+        log_line(f"mammut-detect: training the {variant} detector")
+        det = train_detector(cfg, variant, mammut, data, Path(run_dir) / variant)
+        log_line(f"mammut-detect: evaluating the {variant} detector")
+        metrics, found = evaluate_detector(det, data.eval, data.split, cfg.eval)
+        if cfg.eval.draw_images:
+            plot = Path(run_dir) / "plots" / f"detections_{variant}.png"
+            _draw_panel(data.eval, found, data.split, cfg.eval, plot)
+        return {
+            "pretraining": kind.replace("_", " "),
+            "head": "class-name text" if head_kind == "open" else "learned base table",
+            "metrics": metrics,
+            "train_seconds": det.train_seconds,
+        }
+
+
+_DATA: dict[str, DetectionData] = {}
+
+
+def _data(cfg: DetectDataConfig) -> DetectionData:
+    """The experiment's scenes, generated (or read) once per process."""
+    key = repr(cfg)
+    if key not in _DATA:
+        _DATA[key] = load_detection_data(cfg)
+    return _DATA[key]

@@ -42,6 +42,7 @@ from multitower.data.images import ImageTransform
 from multitower.data.tokenizer import TextTokenizer
 from multitower.data.video_readers import load_clip
 from multitower.errors import UserError
+from multitower.experiments.jobs import Job, run_jobs, worker_context
 from multitower.experiments.mammut.data import build_tokenizer, collate_mammut
 from multitower.experiments.mammut.run import json_safe, load_run
 from multitower.experiments.mammut.task import MaMMUTEvalConfig, MaMMUTLossConfig, MaMMUTTask
@@ -205,9 +206,13 @@ def _check_same_config(cfg: VideoRunConfig, run_dir: Path) -> None:
         write_text_atomic(path, text)
 
 
-def run_experiment(cfg: VideoRunConfig, run_dir: Path, *, beam: bool = False) -> dict[str, Any]:
+def run_experiment(
+    cfg: VideoRunConfig, run_dir: Path, *, beam: bool = False, jobs: int = 1
+) -> dict[str, Any]:
     """Train and evaluate every system of ``cfg`` into ``run_dir`` (resumable, see the module
-    docstring).
+    docstring). With ``jobs > 1`` the systems train and evaluate in that many processes
+    at once (each with this process's torch threads divided by ``jobs``, at least one),
+    the costliest first.
 
     Returns:
         ``{"systems": {name: {"encoder", "frames", "metrics", "baselines", ...}}, "seconds": s}``.
@@ -216,84 +221,128 @@ def run_experiment(cfg: VideoRunConfig, run_dir: Path, *, beam: bool = False) ->
         UserError: ``run_dir`` was started with another config.
         ConfigError: ``init_from`` names a run that does not fit the data.
     """
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
     start_time = time.perf_counter()
     _check_same_config(cfg, run_dir)
     start = starting_point(cfg)
     stages = Stages(run_dir)
     names = [system_name(e, f) for e, f in cfg.video.systems]
     stages.plan([f"{what} {name}" for name in names for what in ("train", "eval")])
-    size = start.model_config.vision.image_size
-    transform = ImageTransform(image_size=size)
-    tokenizer = start.tokenizer
-    results: dict[str, Any] = {}
-    for num_frames in cfg.video.frames:
-        pending = [
-            e for e in cfg.video.encoders if not stages.get(f"eval {system_name(e, num_frames)}")
-        ]
-        for encoder in cfg.video.encoders:
-            if encoder not in pending:
-                results[system_name(encoder, num_frames)] = stages.get(
-                    f"eval {system_name(encoder, num_frames)}"
-                )
-        if not pending:
-            continue
-        log(f"generating clips of {num_frames} frames")
-        train_examples = load_examples(cfg.data, "train", num_frames, size)
-        eval_examples = load_examples(cfg.data, "eval", num_frames, size)
-        if not train_examples or not eval_examples:
-            raise ConfigError("data: the training and the evaluation set must both hold clips")
-        if tokenizer is None:
-            tokenizer_path = run_dir / TOKENIZER_NAME
-            if tokenizer_path.is_file():
-                tokenizer = TextTokenizer.load(tokenizer_path)
-            else:
-                tokenizer = build_tokenizer(train_examples, "bpe", start.model_config.vocab_size)
-        if not (run_dir / TOKENIZER_NAME).is_file():
-            tokenizer.save(run_dir / TOKENIZER_NAME)
-        try:
-            check_alphabet(train_examples + eval_examples, tokenizer, f"{num_frames}-frame clips")
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        evalset = VideoEvalSet.from_examples(eval_examples, transform)
-        train_qa = [
-            (q, a, f)
-            for ex in train_examples
-            for (q, a), f in zip(ex.qa, ex.needs_order or [None] * len(ex.qa))
-        ]
-        for encoder in pending:
-            name = system_name(encoder, num_frames)
-            model = _trained_system(
-                cfg, start, stages, run_dir, encoder, num_frames, train_examples, tokenizer
-            )
-            log(f"evaluating {name} on {len(evalset.data)} clips")
-            result = evaluate_system(
-                model, evalset, tokenizer, cfg.eval, train_qa=train_qa, beam=beam,
-                shuffled_control=cfg.video.shuffled_control, seed=cfg.train.seed,
-            )  # fmt: skip
-            result.update(
-                {
-                    "encoder": encoder,
-                    "frames": num_frames,
-                    "train_seconds": stages.get(f"train {name}")["train_seconds"],
-                    "params_millions": sum(p.numel() for p in model.parameters()) / 1e6,
-                }
-            )
-            m = result["metrics"]
-            log(
-                f"{name}: VQA {100 * m.get('vqa_accuracy', float('nan')):.1f}% "
-                f"(order-dependent {100 * m.get('vqa_motion_accuracy', float('nan')):.1f}%), "
-                f"CIDEr-D {m['greedy_cider']:.3f}, v->t R@1 {100 * m['i2t_r1']:.1f}%, "
-                f"encoder {m['encoder_ms_per_clip']:.2f} ms/clip"
-            )
-            safe = json.loads(json.dumps(json_safe(result)))
-            stages.mark(f"eval {name}", safe)
-            results[name] = safe
+    pending = [(e, f) for e, f in cfg.video.systems if not stages.get(f"eval {system_name(e, f)}")]
+    if pending:
+        _save_tokenizer(cfg, start, run_dir, pending[0][1])
+        threads = max(1, torch.get_num_threads() // jobs)
+        if jobs > 1:  # the longest first, so that the last one to start is short
+            pending.sort(key=lambda system: -system[1] * (4 if system[0] == "frames" else 1))
+            log(f"{len(pending)} systems in {jobs} processes ({threads} thread(s) each)")
+        graph = {
+            system_name(e, f): Job(_system_job, (cfg, str(run_dir), e, f, beam, threads))
+            for e, f in pending
+        }
+
+        def record(name: str, done: tuple[dict[str, Any] | None, dict[str, Any]]) -> None:
+            trained, result = done
+            if trained is not None:
+                stages.mark(f"train {name}", trained)
+            stages.mark(f"eval {name}", result)
+
+        run_jobs(graph, jobs, record)
     return {
-        "systems": results,
+        "systems": {name: stages.get(f"eval {name}") for name in names},
         "init_from": cfg.video.init_from,
         "model": to_plain(start.model_config),
         "seconds": time.perf_counter() - start_time,
     }
+
+
+def _save_tokenizer(cfg: VideoRunConfig, start: Start, run_dir: Path, num_frames: int) -> None:
+    """Writes the tokenizer every system shares: the image run's, or one built on the
+    training texts of ``num_frames``-frame clips (once, before any system starts)."""
+    path = run_dir / TOKENIZER_NAME
+    if path.is_file():
+        return
+    tokenizer = start.tokenizer
+    if tokenizer is None:
+        train, _, _, _ = _clips(cfg, num_frames, start.model_config.vision.image_size)
+        tokenizer = build_tokenizer(train, "bpe", start.model_config.vocab_size)
+    tokenizer.save(path)
+
+
+_CLIPS: dict[str, tuple[list, list, VideoEvalSet, list]] = {}
+
+
+def _clips(
+    cfg: VideoRunConfig, num_frames: int, size: int
+) -> tuple[list, list, VideoEvalSet, list]:
+    """The training and evaluation clips of ``num_frames`` frames, the evaluation set and
+    the training QA triples; kept for the next system of the same frame count (only the
+    last frame count, to bound memory)."""
+    key = repr((cfg.data, num_frames, size))
+    if key not in _CLIPS:
+        _CLIPS.clear()
+        log(f"generating clips of {num_frames} frames")
+        train = load_examples(cfg.data, "train", num_frames, size)
+        evaluation = load_examples(cfg.data, "eval", num_frames, size)
+        if not train or not evaluation:
+            raise ConfigError("data: the training and the evaluation set must both hold clips")
+        evalset = VideoEvalSet.from_examples(evaluation, ImageTransform(image_size=size))
+        train_qa = [
+            (q, a, f)
+            for ex in train
+            for (q, a), f in zip(ex.qa, ex.needs_order or [None] * len(ex.qa))
+        ]
+        _CLIPS[key] = (train, evaluation, evalset, train_qa)
+    return _CLIPS[key]
+
+
+def _system_job(
+    cfg: VideoRunConfig, run_dir: str, encoder: str, num_frames: int, beam: bool, threads: int
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Trains (unless done) and evaluates one system, here or in a worker process.
+
+    Returns:
+        The ``train <system>`` stage's record (None when it was already trained) and the
+        ``eval <system>`` one (the system's results); the caller marks both.
+    """
+    root = Path(run_dir)
+    with worker_context(root / "run.log", threads):
+        start = starting_point(cfg)
+        size = start.model_config.vision.image_size
+        tokenizer = TextTokenizer.load(root / TOKENIZER_NAME)
+        train, evaluation, evalset, train_qa = _clips(cfg, num_frames, size)
+        try:
+            check_alphabet(train + evaluation, tokenizer, f"{num_frames}-frame clips")
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        name = system_name(encoder, num_frames)
+        stages = Stages(root)
+        stages.read_only = True  # the caller marks the stages (only one process writes)
+        model, trained = _trained_system(
+            cfg, start, stages, root, encoder, num_frames, train, tokenizer
+        )
+        log(f"evaluating {name} on {len(evalset.data)} clips")
+        result = evaluate_system(
+            model, evalset, tokenizer, cfg.eval, train_qa=train_qa, beam=beam,
+            shuffled_control=cfg.video.shuffled_control, seed=cfg.train.seed,
+        )  # fmt: skip
+        seconds = (trained or stages.get(f"train {name}"))["train_seconds"]
+        result.update(
+            {
+                "encoder": encoder,
+                "frames": num_frames,
+                "train_seconds": seconds,
+                "params_millions": sum(p.numel() for p in model.parameters()) / 1e6,
+            }
+        )
+        m = result["metrics"]
+        log(
+            f"{name}: VQA {100 * m.get('vqa_accuracy', float('nan')):.1f}% "
+            f"(order-dependent {100 * m.get('vqa_motion_accuracy', float('nan')):.1f}%), "
+            f"CIDEr-D {m['greedy_cider']:.3f}, v->t R@1 {100 * m['i2t_r1']:.1f}%, "
+            f"encoder {m['encoder_ms_per_clip']:.2f} ms/clip"
+        )
+        return trained, json.loads(json.dumps(json_safe(result)))
 
 
 def initial_model(start: Start, video: VideoConfig, *, seed: int) -> MaMMUTVideo:
@@ -314,11 +363,13 @@ def _trained_system(
     num_frames: int,
     train_examples: list,
     tokenizer: TextTokenizer,
-) -> MaMMUTVideo:
+) -> tuple[MaMMUTVideo, dict[str, Any] | None]:
+    """The system trained on ``train_examples`` (loaded when ``train <system>`` is done)
+    and the ``train <system>`` stage's record (None when it was loaded)."""
     name = system_name(encoder, num_frames)
     model_dir = run_dir / name / MODEL_DIR
     if stages.get(f"train {name}"):
-        return load_pretrained(model_dir, MaMMUTVideo)
+        return load_pretrained(model_dir, MaMMUTVideo), None
     model = initial_model(start, cfg.video_config(encoder, num_frames), seed=cfg.train.seed)
     dataset = VideoTextDataset(
         train_examples,
@@ -345,8 +396,7 @@ def _trained_system(
     assert isinstance(trained, MaMMUTVideo)
     trained.eval()
     save_pretrained(trained, model_dir)
-    stages.mark(f"train {name}", {"train_seconds": seconds})
-    return trained
+    return trained, {"train_seconds": seconds}
 
 
 # -- loading a finished system -----------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Independent stages of an experiment run side by side, each in its own process.
+
+On a CPU, torch runs small models fastest on one thread per process (more threads
+in one process add OpenMP barriers), so an experiment whose stages do not depend on
+each other (pre-trainings of different models, the detectors trained on them) uses
+the cores best as that many single-thread processes. :func:`run_jobs` takes the
+stages as a dependency graph and runs each as soon as the stages it needs are done.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from multitower.progress import run_log
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stage: ``fn(*args)``, run after the jobs named in ``after``.
+
+    ``fn`` and ``args`` must be picklable (a module-level function) when the job
+    runs in a worker process.
+    """
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    after: tuple[str, ...] = field(default=())
+
+
+def _ordered(jobs: Mapping[str, Job]) -> list[str]:
+    """The job names in an order that puts every job after the ones it needs.
+
+    Raises:
+        ValueError: a job needs one that does not exist, or the needs form a cycle.
+    """
+    for name, job in jobs.items():
+        missing = [dep for dep in job.after if dep not in jobs]
+        if missing:
+            raise ValueError(f"job {name!r} runs after unknown job(s) {missing}")
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: being visited, 2: placed
+
+    def visit(name: str, path: Sequence[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise ValueError(f"jobs form a cycle: {' -> '.join([*path, name])}")
+        state[name] = 1
+        for dep in jobs[name].after:
+            visit(dep, [*path, name])
+        state[name] = 2
+        order.append(name)
+
+    for name in jobs:
+        visit(name, [])
+    return order
+
+
+def run_jobs(
+    jobs: Mapping[str, Job],
+    workers: int,
+    on_done: Callable[[str, Any], None] | None = None,
+) -> dict[str, Any]:
+    """Runs every job once its ``after`` jobs are done; returns ``{name: result}``.
+
+    With ``workers == 1`` the jobs run here, one after another, in the order given
+    (dependencies first). Otherwise up to ``workers`` spawned processes run them; a
+    job is submitted as soon as everything it needs has finished, ready jobs in the
+    order given. ``on_done(name, result)`` is called here as each job finishes, so the
+    caller can record it before the others end (an interruption then loses only the
+    jobs still running). A job's exception is raised here once the running jobs end.
+
+    Raises:
+        ValueError: ``workers < 1``, an unknown dependency or a cycle.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    order = _ordered(jobs)
+    results: dict[str, Any] = {}
+
+    def finish(name: str, result: Any) -> None:
+        results[name] = result
+        if on_done is not None:
+            on_done(name, result)
+
+    if workers == 1 or len(jobs) <= 1:
+        for name in order:
+            finish(name, jobs[name].fn(*jobs[name].args))
+        return results
+    context = multiprocessing.get_context("spawn")
+    waiting = list(order)
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        running: dict[Future[Any], str] = {}
+        try:
+            while waiting or running:
+                for name in [n for n in waiting if all(d in results for d in jobs[n].after)]:
+                    waiting.remove(name)
+                    running[pool.submit(jobs[name].fn, *jobs[name].args)] = name
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finish(running.pop(future), future.result())
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # jobs not started yet never start
+            raise
+    return results
+
+
+@contextmanager
+def worker_context(log_path: str | Path, threads: int) -> Iterator[None]:
+    """A job's surroundings in a worker process: ``threads`` torch threads and the run's
+    log at ``log_path``. In the parent process (``workers == 1``) both are already set,
+    and nothing changes."""
+    if multiprocessing.parent_process() is None:
+        yield
+        return
+    torch.set_num_threads(threads)
+    with run_log(log_path):
+        yield
