@@ -87,6 +87,20 @@ def test_stages_in_two_processes_give_the_sequential_results(experiment, tmp_pat
     assert "training the closed_vocab detector" in log and "pretrain_contrastive done" in log
 
 
+def test_a_rerun_reuses_the_detectors_and_keeps_their_training_time(experiment, multitower_cli):
+    config, run_dir, _ = experiment
+    before = json.loads((run_dir / "results.json").read_text())["variants"]
+    args = ["--run-dir", str(run_dir), "--jobs", "1", "--threads", "1"]
+    done = multitower_cli("mammut-detect", str(config), *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = json.loads((run_dir / "results.json").read_text())["variants"]
+    assert "closed_vocab: reusing the detector" in (run_dir / "run.log").read_text()
+    for name, row in before.items():
+        assert row["train_seconds"] > 0
+        assert after[name]["train_seconds"] == row["train_seconds"]
+        assert after[name]["metrics"] == row["metrics"]
+
+
 def test_detect_prints_and_draws_boxes_for_any_names(experiment, tmp_path, multitower_cli):
     _, run_dir, _ = experiment
 

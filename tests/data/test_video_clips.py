@@ -66,6 +66,7 @@ def has_colour(frame: np.ndarray, colour: str) -> bool:
 
 
 def test_captions_and_answers_follow_the_events():
+    bounces = 0
     for i in range(30):
         clip = generate_clip(i, seed=2, config=CONFIG)
         answers = dict((q.question, q.answer) for q in clip.qa)
@@ -87,6 +88,20 @@ def test_captions_and_answers_follow_the_events():
             elif ev.kind == "change":
                 assert answers[f"what colour does the {ev.shape} turn"] == ev.colour_after
                 assert any(f"turns {ev.colour_after}" in c for c in clip.captions)
+            elif ev.kind == "bounce":
+                assert answers[f"which side does the {ev.shape} bounce off"] == ev.direction
+                assert f"{ev.name} bounces off the {ev.direction} side" in " ".join(clip.captions)
+                if sum(o.colour == ev.colour for o in clip.events) == 1:
+                    # the shape is nearest the edge it bounces off at the touch frame
+                    cols = [
+                        np.nonzero((f == COLOUR_RGB[ev.colour]).all(-1).any(0))[0]
+                        for f in clip.frames
+                    ]
+                    near = [c.min() if ev.direction == "left" else -c.max() for c in cols]
+                    assert int(np.argmin(near)) == ev.frame and 0 < ev.frame < CONFIG.num_frames - 1
+                    assert min(near[0], near[-1]) > near[ev.frame] + 4
+                bounces += 1
+    assert bounces >= 3
 
 
 def test_two_shapes_keep_to_their_halves():

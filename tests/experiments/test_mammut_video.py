@@ -137,11 +137,11 @@ def test_bad_configs_are_refused_by_name(tmp_path, capsys):
     assert "must equal model.vision.image_size=32" in capsys.readouterr().err
 
 
-def test_init_from_an_image_run_copies_it_into_every_system(tmp_path):
+def test_init_from_an_image_run_copies_it_into_every_system(tmp_path, capsys):
     image_cfg = {
         "recipe": "mammut",
         "train": {**TINY["train"], "max_steps": 2},
-        "model": {**TINY["model"], "vision": {**VISION, "image_size": 32}},
+        "model": {**TINY["model"], "max_seq_len": 40, "vision": {**VISION, "image_size": 32}},
         "data": {"num_scenes": 16, "eval_scenes": 2, "max_text_len": 24,
                  "scene": {"image_size": 32, "max_objects": 2}},
         "eval": {"batch_size": 4, "max_caption_tokens": 6, "max_answer_tokens": 2},
@@ -173,6 +173,14 @@ def test_init_from_an_image_run_copies_it_into_every_system(tmp_path):
     assert main([*args, "--run-dir", str(tmp_path / "video")]) == 0
     result = json.loads((tmp_path / "video" / "results.json").read_text())
     assert result["init_from"] == str(image_dir) and result["model"]["vocab_size"] == 160
+    # a question that cannot be answered within the image model's max_seq_len is refused
+    # before any training (the image tokenizer spells the video questions letter by letter)
+    capsys.readouterr()
+    bad = [*args, "eval.max_answer_tokens=30", "--run-dir", str(tmp_path / "long")]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "eval.max_answer_tokens=30" in err and "exceeds model.max_seq_len=40" in err
+    assert "video.init_from" in err and not (tmp_path / "long" / "tubes_f4").exists()
     assert (tmp_path / "video" / "tokenizer.json").read_text() == (
         image_dir / "tokenizer.json"
     ).read_text()

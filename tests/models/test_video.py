@@ -255,6 +255,27 @@ def test_the_video_model_adds_no_parameters():
     assert names == {f"mammut.{n}" for n, _ in model.mammut.named_parameters()}
 
 
+def test_learned_tube_kernels_start_as_the_inflated_ones_and_train_on_their_own():
+    inflated = make_model()
+    learned = MaMMUTVideo.wrap(
+        inflated.mammut, VideoConfig(num_frames=8, tube_kernels="learned")
+    ).eval()
+    names = {n for n, _ in learned.named_parameters()} - {
+        f"mammut.{n}" for n, _ in learned.mammut.named_parameters()
+    }
+    assert names == {f"encoder.kernels.{i}" for i in range(len(learned.encoder.tubes))}
+    clip = clips(2)
+    assert torch.equal(learned.video_tokens(clip), inflated.video_tokens(clip))
+    learned.video_tokens(clip).square().sum().backward()
+    assert all(k.grad is not None and k.grad.abs().sum() > 0 for k in learned.encoder.kernels)
+    assert learned.mammut.vision.patch_embed.weight.grad is None  # the tubes no longer use it
+    with torch.no_grad():  # a kernel of its own: weighing its frames apart changes the tokens
+        learned.encoder.kernels[0][:, :, 0] *= 2.0
+    assert not torch.equal(learned.video_tokens(clip), inflated.video_tokens(clip))
+    with pytest.raises(ValueError, match=r"VideoConfig\.tube_kernels"):
+        VideoConfig(tube_kernels="random")
+
+
 @pytest.mark.parametrize("encoder", ["tubes", "frames"])
 def test_video_captioning_cached_equals_uncached(encoder):
     model = make_model(encoder)

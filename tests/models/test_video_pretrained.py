@@ -40,11 +40,16 @@ def trained_image_model(seed: int = 0) -> MaMMUT:
     "video",
     [
         VideoConfig(encoder="tubes", num_frames=4, tubes=TUBES),
+        VideoConfig(encoder="tubes", num_frames=4, tubes=TUBES, tube_kernels="learned"),
         VideoConfig(encoder="frames", num_frames=3),
     ],
 )
 def test_save_and_load_round_trip(tmp_path, video):
     model = MaMMUTVideo.wrap(trained_image_model(), video).eval()
+    if video.tube_kernels == "learned":  # trained kernels, unlike any inflated one
+        with torch.no_grad():
+            for kernel in model.encoder.kernels:
+                kernel.add_(torch.randn_like(kernel) * 0.1)
     save_pretrained(model, tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "MaMMUTVideo"

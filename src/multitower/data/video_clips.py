@@ -1,4 +1,4 @@
-"""A generated video-text dataset: shapes that move, appear, disappear and change colour.
+"""A generated video-text dataset: shapes that move, bounce, appear, disappear and change colour.
 
 Each clip holds one or two shapes (distinct shapes; with two, each keeps to its
 own half of the frame, top or bottom, so they never overlap). Every shape does
@@ -6,6 +6,9 @@ one thing over the clip:
 
 * ``move``: slides left, right, up or down at constant speed (the speed and the
   path are drawn at random);
+* ``bounce``: slides to the left or right edge of the frame, touches it at a
+  random frame and slides back (no single frame shows which edge unless it is
+  the one of the touch);
 * ``appear`` / ``disappear``: is visible only from / until a random frame;
 * ``change``: turns from one colour to another at a random frame;
 * ``still``: stays put (a control).
@@ -38,7 +41,7 @@ from PIL import Image, ImageDraw
 
 from multitower.data.image_datasets import COLOUR_RGB, NUMBER_WORDS, SHAPES, _draw_shape
 
-EVENTS = ("move", "appear", "disappear", "change", "still")
+EVENTS = ("move", "bounce", "appear", "disappear", "change", "still")
 DIRECTIONS = ("left", "right", "up", "down")
 _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 _REVERSED_EVENT = {"appear": "disappear", "disappear": "appear"}
@@ -98,7 +101,9 @@ class Event:
     """What one shape does. Positions are the top-left corner in pixels at the first and last frame.
 
     ``frame``: for ``appear`` the first visible frame, for ``disappear`` the
-    first invisible one, for ``change`` the first frame in ``colour_after``.
+    first invisible one, for ``change`` the first frame in ``colour_after``, for
+    ``bounce`` the frame at which the shape touches the edge ``turn`` (its
+    position then); ``direction`` is that edge (``left`` or ``right``).
     """
 
     kind: str
@@ -110,6 +115,7 @@ class Event:
     frame: int = 0
     colour_after: str = ""
     direction: str = ""
+    turn: tuple[float, float] = (0.0, 0.0)
 
     @property
     def name(self) -> str:
@@ -131,6 +137,8 @@ class Event:
             return replace(
                 self, start=self.end, end=self.start, direction=_OPPOSITE[self.direction]
             )
+        if self.kind == "bounce":  # the same edge, touched at the mirrored frame
+            return replace(self, start=self.end, end=self.start, frame=num_frames - 1 - self.frame)
         if self.kind in _REVERSED_EVENT:
             return replace(self, kind=_REVERSED_EVENT[self.kind], frame=num_frames - self.frame)
         if self.kind == "change":
@@ -198,6 +206,22 @@ def _sample_event(
         if direction in ("left", "right"):
             return Event(kind, shape, colour, side, (first, y), (last, y), direction=direction)
         return Event(kind, shape, colour, side, (x, first), (x, last), direction=direction)
+    if kind == "bounce":
+        direction = ("left", "right")[int(rng.integers(2))]
+        lo, hi = 0.0, size - side
+        edge = lo if direction == "left" else hi
+
+        def away() -> float:  # at least 40% of the way across the frame from the edge
+            depth = float(rng.uniform(0.4, 1.0)) * (hi - lo)
+            return edge + depth if direction == "left" else edge - depth
+
+        x0, x1 = away(), away()
+        y = spot()[1]
+        frame = int(rng.integers(1, F - 1))  # neither the first nor the last frame
+        return Event(
+            kind, shape, colour, side, (x0, y), (x1, y), frame=frame, direction=direction,
+            turn=(edge, y),
+        )  # fmt: skip
     pos = spot()
     if kind in ("appear", "disappear"):
         frame = int(rng.integers(1, F))  # visible on some frames and not on others
@@ -220,13 +244,26 @@ def render_frames(events: list[Event], config: ClipConfig) -> np.ndarray:
         for ev in events:
             if not ev.visible(f):
                 continue
-            # Integer weights, so a reversed event lands on bit-identical positions.
-            x = (ev.start[0] * (F - 1 - f) + ev.end[0] * f) / (F - 1)
-            y = (ev.start[1] * (F - 1 - f) + ev.end[1] * f) / (F - 1)
+            x, y = _position(ev, f, F)
             box = (x, y, x + ev.side - 1.0, y + ev.side - 1.0)
             _draw_shape(draw, ev.shape, box, COLOUR_RGB[ev.colour_at(f)])
         frames.append(np.asarray(image))
     return np.stack(frames)  # (F, H, W, 3)
+
+
+def _position(ev: Event, f: int, num_frames: int) -> tuple[float, float]:
+    """The top-left corner of ``ev``'s shape at frame ``f``: a straight line from ``start``
+    to ``end`` (for ``bounce``, from ``start`` to ``turn`` at ``frame`` and on to ``end``).
+    Integer weights, so a reversed event lands on bit-identical positions."""
+    if ev.kind == "bounce":
+        if f == ev.frame:
+            return ev.turn
+        a, b, t, n = (ev.start, ev.turn, f, ev.frame)
+        if f > ev.frame:
+            a, b, t, n = (ev.turn, ev.end, f - ev.frame, num_frames - 1 - ev.frame)
+    else:
+        a, b, t, n = (ev.start, ev.end, f, num_frames - 1)
+    return ((a[0] * (n - t) + b[0] * t) / n, (a[1] * (n - t) + b[1] * t) / n)
 
 
 # ------------------------------------------------------------------------------ text
@@ -240,6 +277,8 @@ def _sentence(ev: Event) -> str:
     if ev.kind == "move":
         where = f"to the {ev.direction}" if ev.direction in ("left", "right") else ev.direction
         return f"{_a(ev.name)} moves {where}"
+    if ev.kind == "bounce":
+        return f"{_a(ev.name)} bounces off the {ev.direction} side"
     if ev.kind in ("appear", "disappear"):
         return f"{_a(ev.name)} {ev.kind}s"
     if ev.kind == "change":
@@ -272,6 +311,9 @@ def _questions(events: list[Event], num_frames: int) -> list[tuple[str, str]]:
         if ev.kind == "move":
             qa.append((f"which way does the {ev.shape} move", ev.direction))
             qa.append((f"what colour is the {ev.shape}", ev.colour))  # any frame tells
+        elif ev.kind == "bounce":  # the same edge backwards: needs motion, not the order
+            qa.append((f"which side does the {ev.shape} bounce off", ev.direction))
+            qa.append((f"what colour is the {ev.shape}", ev.colour))
         elif ev.kind in ("appear", "disappear"):
             qa.append((f"does the {ev.shape} appear or disappear", ev.kind))
             qa.append((f"what colour is the {ev.shape}", ev.colour))

@@ -168,6 +168,8 @@ def tube_tokens(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     tubes: Sequence[TubeSpec],
+    *,
+    kernels: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Project every tube of a clip batch to tokens (no positions yet).
 
@@ -175,6 +177,8 @@ def tube_tokens(
         video: ``(B, F, C, H, W)``.
         weight: ``(D, C, p, p)`` image patch-embedding weight; bias ``(D,)`` or None.
         tubes: the tube shapes.
+        kernels: one ``(D, C, t, h, w)`` kernel per tube (learned kernels); None:
+            each is :func:`tube_kernel` of ``weight``.
 
     Returns:
         ``(B, N, D)``, tubes in order, each tube's boxes t-major then y then x
@@ -186,21 +190,23 @@ def tube_tokens(
     B, n_frames, C, H, W = video.shape
     video = video.to(weight.dtype)
     out = []
-    for tube in tubes:
+    for i, tube in enumerate(tubes):
+        kernel = tube_kernel(weight, tube.kernel) if kernels is None else kernels[i]
         n_t, n_y, n_x = tube.grid((n_frames, H, W))
         (kt, _, _), (st, sy, sx), (ot, oy, ox) = tube.kernel, tube.stride, tube.offset
         if kt == 1:
             # One frame per box: a plain 2-D patching of the frames it visits.
             frames = video[:, ot : ot + (n_t - 1) * st + 1 : st]  # (B, n_t, C, H, W)
             frames = frames.reshape(B * n_t, C, H, W)[:, :, oy:, ox:]
-            w = tube_kernel(weight, tube.kernel)[:, :, 0]  # (D, C, h, w)
+            w = kernel[:, :, 0].to(video.dtype)  # (D, C, h, w)
             x = F.conv2d(frames, w, bias, stride=(sy, sx))  # (B * n_t, D, n_y, n_x)
             x = x.reshape(B, n_t, -1, n_y, n_x).permute(0, 1, 3, 4, 2)  # (B, n_t, n_y, n_x, D)
             out.append(x.reshape(B, n_t * n_y * n_x, -1))
         else:
             clip = video[:, ot:, :, oy:, ox:].permute(0, 2, 1, 3, 4)  # (B, C, F', H', W')
-            w = tube_kernel(weight, tube.kernel)  # (D, C, t, h, w)
-            x = F.conv3d(clip, w, bias, stride=tube.stride)  # (B, D, n_t, n_y, n_x)
+            x = F.conv3d(
+                clip, kernel.to(video.dtype), bias, stride=tube.stride
+            )  # (B, D, n_t, n_y, n_x)
             out.append(x.flatten(2).transpose(1, 2))  # (B, n, D)
     return torch.cat(out, dim=1)  # (B, N, D)
 
@@ -215,17 +221,28 @@ def _tube_positions(
 class TubeVideoEncoder(nn.Module):
     """Sparse tubes: ``(B, F, C, S, S)`` -> ``(B, N, D)``, one ViT sequence per clip.
 
-    Holds no parameters: the kernels come from the ViT passed to :meth:`forward`.
+    With inflated kernels it holds no parameters: the kernels come from the ViT
+    passed to :meth:`forward`. With ``learned_from`` (a ViT) every tube gets a
+    kernel of its own, initialised by :func:`tube_kernel` from that ViT's patch
+    embedding (so before training it computes exactly what the inflated one does).
 
     Args:
         tubes: the tube shapes (see :func:`default_tubes`).
+        learned_from: the ViT whose patch embedding initialises learned kernels;
+            None: inflated kernels.
     """
 
-    def __init__(self, tubes: Sequence[TubeSpec]) -> None:
+    def __init__(self, tubes: Sequence[TubeSpec], learned_from: ViT | None = None) -> None:
         super().__init__()
         if not tubes:
             raise ValueError("TubeVideoEncoder needs at least one tube")
         self.tubes = tuple(tubes)
+        self.kernels: nn.ParameterList | None = None
+        if learned_from is not None:
+            weight = learned_from.patch_embed.weight.detach()
+            self.kernels = nn.ParameterList(
+                nn.Parameter(tube_kernel(weight, tube.kernel).clone()) for tube in self.tubes
+            )
 
     def num_tokens(self, clip: Sequence[int]) -> int:
         """Tokens per clip of ``(F, H, W)``: the sum over tubes of ``n_t n_y n_x``."""
@@ -235,7 +252,7 @@ class TubeVideoEncoder(nn.Module):
         check_video(video, vit.config)
         clip = tuple(video.shape[1:2]) + tuple(video.shape[3:])  # (F, H, W)
         embed = vit.patch_embed
-        x = tube_tokens(video, embed.weight, embed.bias, self.tubes)  # (B, N, D)
+        x = tube_tokens(video, embed.weight, embed.bias, self.tubes, kernels=self.kernels)
         x = x + _tube_positions(self.tubes, clip, x.shape[-1], vit.config.patch_size, x)
         return vit.encode_tokens(x)  # (B, N, D): the whole clip in one sequence
 
@@ -301,7 +318,9 @@ class MaMMUTVideo(nn.Module):
     ``MaMMUTVideo(config)`` builds a fresh MaMMUT (this is what
     :func:`~multitower.models.pretrained.load_pretrained` calls);
     :meth:`from_image_model` starts from a trained one. The state dict is the
-    MaMMUT's under ``mammut.``: the video encoders hold no parameters.
+    MaMMUT's under ``mammut.``, plus ``encoder.kernels.*`` with learned tube kernels
+    (``VideoConfig.tube_kernels="learned"``, initialised from this MaMMUT's patch
+    embedding); otherwise the video encoders hold no parameters.
 
     Args:
         config: the image-text model and the video encoder.
@@ -323,7 +342,8 @@ class MaMMUTVideo(nn.Module):
         self.clip_shape = (video.num_frames, vision.image_size, vision.image_size)
         self.encoder: TubeVideoEncoder | FrameVideoEncoder
         if video.encoder == "tubes":
-            self.encoder = TubeVideoEncoder(video.tube_list(vision.patch_size))
+            learned = self.mammut.vision if video.tube_kernels == "learned" else None
+            self.encoder = TubeVideoEncoder(video.tube_list(vision.patch_size), learned)
         else:
             self.encoder = FrameVideoEncoder()
 
@@ -338,8 +358,8 @@ class MaMMUTVideo(nn.Module):
 
         Every weight is copied: ViT, decoder, cross-attention, projections and
         temperature. The tube kernels are inflated from the copied ViT patch
-        embedding at every forward (:func:`tube_kernel`), so nothing is
-        re-initialised; a one-frame clip through the ``1 x p x p`` tube gives
+        embedding (:func:`tube_kernel`; at every forward, or once for learned
+        kernels), so nothing is re-initialised; a one-frame clip through the ``1 x p x p`` tube gives
         exactly the image model's patch tokens. The image model is left untouched.
         """
         return cls.wrap(copy.deepcopy(mammut), video)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 Triple = tuple[int, int, int]
 AXES = ("t", "y", "x")
 VIDEO_ENCODERS = ("tubes", "frames")
+TUBE_KERNELS = ("inflated", "learned")
 
 
 def _triple(value: object, name: str, *, minimum: int) -> Triple:
@@ -149,16 +150,27 @@ class VideoConfig:
             default tubes are scaled to it).
         tubes: the tube list; ``None`` = :func:`default_tubes` for ``num_frames``
             and the ViT's patch size. Ignored by ``"frames"``.
+        tube_kernels: ``"inflated"``: every tube's kernel is computed from the
+            ViT's 2-D patch embedding at each forward (no parameters of its own;
+            spread evenly over its ``t`` frames, so a tube does not see the order
+            of the frames it spans); ``"learned"``: each tube has its own kernel,
+            initialised that way and then trained, as in TubeViT (it can learn
+            to weigh its frames differently, e.g. to see which way a shape moves).
     """
 
     encoder: str = "tubes"
     num_frames: int = 8
     tubes: tuple[TubeSpec, ...] | None = None
+    tube_kernels: str = "inflated"
 
     def __post_init__(self) -> None:
         if self.encoder not in VIDEO_ENCODERS:
             raise ValueError(
                 f"VideoConfig.encoder must be one of {VIDEO_ENCODERS}, got {self.encoder!r}"
+            )
+        if self.tube_kernels not in TUBE_KERNELS:
+            raise ValueError(
+                f"VideoConfig.tube_kernels must be one of {TUBE_KERNELS}, got {self.tube_kernels!r}"
             )
         if not isinstance(self.num_frames, int) or self.num_frames < 1:
             raise ValueError(

@@ -255,7 +255,13 @@ def _save_detector(det: TrainedDetector, out: Path, variant: str) -> None:
     save_model(det.model, out / MODEL_DIR)
     det.tokenizer.save(out / TOKENIZER_NAME)
     write_json_atomic(
-        out / CLASSES_NAME, {"variant": variant, "base": det.base, "novel": det.novel}
+        out / CLASSES_NAME,
+        {
+            "variant": variant,
+            "base": det.base,
+            "novel": det.novel,
+            "train_seconds": det.train_seconds,
+        },
     )
     write_hashes(out, [TOKENIZER_NAME, CLASSES_NAME])
 
@@ -279,10 +285,11 @@ def load_detector(run_dir: Path, *, device: str = "cpu") -> TrainedDetector:
         tokenizer = TextTokenizer.load(run_dir / TOKENIZER_NAME)
         classes = json.loads((run_dir / CLASSES_NAME).read_text(encoding="utf-8"))
         base, novel = list(classes["base"]), list(classes["novel"])
+        seconds = float(classes.get("train_seconds", 0.0))  # 0: written before it was kept
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{run_dir}: {err}") from err
     model.to(device).eval()
-    return TrainedDetector(model, tokenizer, base, novel, 0.0)
+    return TrainedDetector(model, tokenizer, base, novel, seconds)
 
 
 def train_detector(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from multitower.data.video_clips import ClipConfig
-from multitower.models.video_config import VIDEO_ENCODERS, TubeSpec
+from multitower.models.video_config import TUBE_KERNELS, VIDEO_ENCODERS, TubeSpec
 
 VIDEO_SOURCES = ("clips", "files")
 
@@ -36,6 +36,9 @@ class VideoRecipeConfig:
         frames: frame counts ``F``; every encoder is trained at each.
         tubes: the tube list of the ``tubes`` encoder at every ``F``; ``None``:
             TubeViT's four tubes scaled to each ``F`` (``default_tubes``).
+        tube_kernels: ``"inflated"`` (computed from the ViT's patch embedding at
+            every forward) or ``"learned"`` (each tube's own kernel, initialised so);
+            see :class:`~multitower.models.video_config.VideoConfig`.
         init_from: a trained image MaMMUT run directory (``multitower mammut``)
             every system starts from: all its weights, its tokenizer and its
             model config (the ``model`` section is then not used). ``None``: from scratch.
@@ -47,6 +50,7 @@ class VideoRecipeConfig:
     encoders: tuple[str, ...] = VIDEO_ENCODERS
     frames: tuple[int, ...] = (4, 8, 16)
     tubes: tuple[TubeSpec, ...] | None = None
+    tube_kernels: str = "inflated"
     init_from: str | None = None
     shuffled_control: bool = True
 
@@ -65,6 +69,10 @@ class VideoRecipeConfig:
                         f"tubes[{i}] needs {tube.min_frames()} frames, more than the "
                         f"{min(frames)} of the shortest clips"
                     )
+        if self.tube_kernels not in TUBE_KERNELS:
+            raise ValueError(
+                f"tube_kernels must be one of {TUBE_KERNELS}, got {self.tube_kernels!r}"
+            )
         object.__setattr__(self, "encoders", encoders)
         object.__setattr__(self, "frames", frames)
 

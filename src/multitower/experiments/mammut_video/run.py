@@ -37,6 +37,7 @@ from multitower.config import (
     parse_yaml,
     to_plain,
 )
+from multitower.data.caption_text import prompt_ids
 from multitower.data.errors import BadRecordError
 from multitower.data.images import ImageTransform
 from multitower.data.tokenizer import TextTokenizer
@@ -95,7 +96,12 @@ class VideoRunConfig:
         return {"recipe": RECIPE, "train": to_plain(self.train), **to_plain(sections)}
 
     def video_config(self, encoder: str, num_frames: int) -> VideoConfig:
-        return VideoConfig(encoder=encoder, num_frames=num_frames, tubes=self.video.tubes)
+        return VideoConfig(
+            encoder=encoder,
+            num_frames=num_frames,
+            tubes=self.video.tubes,
+            tube_kernels=self.video.tube_kernels,
+        )
 
 
 def resolve_video_config(raw: dict[str, Any]) -> VideoRunConfig:
@@ -232,6 +238,9 @@ def run_experiment(
     pending = [(e, f) for e, f in cfg.video.systems if not stages.get(f"eval {system_name(e, f)}")]
     if pending:
         _save_tokenizer(cfg, start, run_dir, pending[0][1])
+        tokenizer = TextTokenizer.load(run_dir / TOKENIZER_NAME)
+        for num_frames in dict.fromkeys(f for _, f in pending):  # before any system trains
+            _check_texts(cfg, tokenizer, start.model_config, num_frames)
         threads = max(1, torch.get_num_threads() // jobs)
         if jobs > 1:  # the longest first, so that the last one to start is short
             pending.sort(key=lambda system: -system[1] * (4 if system[0] == "frames" else 1))
@@ -296,6 +305,34 @@ def _clips(
     return _CLIPS[key]
 
 
+def _check_texts(
+    cfg: VideoRunConfig, tokenizer: TextTokenizer, model: MaMMUTConfig, num_frames: int
+) -> None:
+    """Every text of the ``num_frames``-frame clips can be spelled by ``tokenizer``, and
+    every evaluation question plus ``eval.max_answer_tokens`` fits ``max_seq_len``.
+
+    Raises:
+        ConfigError: naming the clips, the longest question and the fields to change.
+    """
+    train, evaluation, _, _ = _clips(cfg, num_frames, model.vision.image_size)
+    try:
+        check_alphabet(train + evaluation, tokenizer, f"{num_frames}-frame clips")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    questions = {q for ex in evaluation for q, _ in ex.qa}
+    if not questions:
+        return
+    longest = max(questions, key=lambda q: len(prompt_ids(tokenizer, q, strict=False)))
+    n = len(prompt_ids(tokenizer, longest, strict=False))
+    if n + cfg.eval.max_answer_tokens > model.max_seq_len:
+        raise ConfigError(
+            f"eval.max_answer_tokens={cfg.eval.max_answer_tokens}: the longest question of the "
+            f"{num_frames}-frame evaluation clips ({longest!r}) is {n} tokens with this "
+            f"tokenizer, and with the answer exceeds model.max_seq_len={model.max_seq_len}"
+            + (" of video.init_from's model" if cfg.video.init_from else "")
+        )
+
+
 def _system_job(
     cfg: VideoRunConfig, run_dir: str, encoder: str, num_frames: int, beam: bool, threads: int
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -310,11 +347,7 @@ def _system_job(
         start = starting_point(cfg)
         size = start.model_config.vision.image_size
         tokenizer = TextTokenizer.load(root / TOKENIZER_NAME)
-        train, evaluation, evalset, train_qa = _clips(cfg, num_frames, size)
-        try:
-            check_alphabet(train + evaluation, tokenizer, f"{num_frames}-frame clips")
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
+        train, _, evalset, train_qa = _clips(cfg, num_frames, size)
         name = system_name(encoder, num_frames)
         stages = Stages(root)
         stages.read_only = True  # the caller marks the stages (only one process writes)
