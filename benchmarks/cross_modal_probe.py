@@ -66,6 +66,13 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4, help="tower lr (the baseline: --fusion-lr)")
     p.add_argument("--fusion-lr", type=float, default=1e-3)
     p.add_argument("--gate-lr", type=float, default=None)
+    p.add_argument(
+        "--decay-fraction",
+        type=float,
+        default=1.0,
+        help="the cosine decays over this last fraction of the steps (1: all; "
+        "e.g. 0.2: warmup-stable-decay)",
+    )
     p.add_argument("--input-projection", default="residual", choices=["paper", "residual", "none"])
     p.add_argument("--cross-attention-every", type=int, default=2)
     p.add_argument(
@@ -163,7 +170,13 @@ def main() -> None:
             order += fresh
         batch = collate([data[i] for i in order[: a.batch_size]])
         del order[: a.batch_size]
-        factor = lr_factor(step, warmup_steps=50, max_steps=a.steps, min_lr_ratio=0.1)
+        factor = lr_factor(
+            step,
+            warmup_steps=50,
+            max_steps=a.steps,
+            min_lr_ratio=0.1,
+            decay_fraction=a.decay_fraction,
+        )
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         loss = task.compute_loss(model, batch).loss

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from multitower.train.optim import WarmupCosine, build_optimizer, lr_factor, param_groups
+from multitower.train.train_config import TrainConfig
 
 
 class _Fused(nn.Module):
@@ -110,6 +111,24 @@ def test_schedule_values() -> None:
     assert lr_factor(14, **kw) == pytest.approx(0.1)
     assert lr_factor(100, **kw) == pytest.approx(0.1)
     assert lr_factor(0, warmup_steps=0, max_steps=10, min_lr_ratio=0.0) == pytest.approx(1.0)
+
+
+def test_warmup_stable_decay_holds_the_peak_then_runs_the_cosine_over_the_last_steps():
+    kw = {"warmup_steps": 4, "max_steps": 24, "min_lr_ratio": 0.1, "decay_fraction": 0.25}
+    # 20 steps after warmup: held at the peak for 15, the cosine over the last 5
+    assert [lr_factor(s, **kw) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert all(lr_factor(s, **kw) == pytest.approx(1.0) for s in range(4, 20))
+    assert lr_factor(21, **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.4)))
+    assert lr_factor(24, **kw) == pytest.approx(0.1)
+    # the whole span: the plain cosine
+    plain = {k: v for k, v in kw.items() if k != "decay_fraction"}
+    for s in range(30):
+        assert lr_factor(s, **plain, decay_fraction=1.0) == lr_factor(s, **plain)
+    with pytest.raises(ValueError, match="decay_fraction"):
+        TrainConfig(decay_fraction=0.0)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="decay_fraction"):
+        WarmupCosine(opt, warmup_steps=0, max_steps=10, min_lr_ratio=0.0, decay_fraction=1.5)
 
 
 def test_warmup_cosine_sets_group_lrs_and_restores_from_state() -> None:

@@ -153,16 +153,28 @@ def can_fuse(params: list[torch.Tensor]) -> bool:
     )
 
 
-def lr_factor(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+def lr_factor(
+    step: int,
+    *,
+    warmup_steps: int,
+    max_steps: int,
+    min_lr_ratio: float,
+    decay_fraction: float = 1.0,
+) -> float:
     """Multiplier of the peak learning rate at optimizer step ``step`` (0-based).
 
     ``(step + 1) / warmup_steps`` during warmup, then
     ``min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + cos(pi * progress))`` with
-    ``progress = (step - warmup_steps) / (max_steps - warmup_steps)``.
+    ``progress = (step - warmup_steps) / (max_steps - warmup_steps)``. With
+    ``decay_fraction < 1`` (warmup-stable-decay) the rate is held at its peak until
+    the last ``decay_fraction`` of the steps after warmup, and the same cosine runs
+    over those: ``progress`` is measured from where the decay starts.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    span = max(1, max_steps - warmup_steps)
+    hold = round(span * (1.0 - decay_fraction))
+    progress = min(1.0, max(0, step - warmup_steps - hold) / max(1, span - hold))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -179,7 +191,10 @@ class WarmupCosine:
         warmup_steps: int,
         max_steps: int,
         min_lr_ratio: float,
+        decay_fraction: float = 1.0,
     ) -> None:
+        if not 0.0 < decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction must lie in (0, 1], got {decay_fraction}")
         if warmup_steps < 0 or max_steps <= 0:
             raise ValueError(
                 f"need warmup_steps >= 0 and max_steps > 0, got {warmup_steps}, {max_steps}"
@@ -190,6 +205,7 @@ class WarmupCosine:
         self.warmup_steps = warmup_steps
         self.max_steps = max_steps
         self.min_lr_ratio = min_lr_ratio
+        self.decay_fraction = decay_fraction
         self.step_count = 0
         self._apply()
 
@@ -200,6 +216,7 @@ class WarmupCosine:
             warmup_steps=self.warmup_steps,
             max_steps=self.max_steps,
             min_lr_ratio=self.min_lr_ratio,
+            decay_fraction=self.decay_fraction,
         )
 
     def _apply(self) -> None:

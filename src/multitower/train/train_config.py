@@ -21,7 +21,11 @@ class TrainConfig:
 
     ``batch_size`` is global (all ranks and accumulation steps together);
     ``ckpt_every=0`` saves only the final checkpoint; ``clip_norm=0`` disables
-    clipping; ``eval_every=0`` evaluates only at the end. ``compile=True`` runs the
+    clipping; ``eval_every=0`` evaluates only at the end. The learning rate warms up
+    over ``warmup_steps``, then follows a cosine to ``min_lr_ratio`` times its peak
+    over the last ``decay_fraction`` of the steps, held at the peak before
+    (``decay_fraction=1``: the cosine over every step after warmup; e.g. 0.2:
+    warmup-stable-decay). ``compile=True`` runs the
     model's forward through ``torch.compile`` (the inductor: the first steps compile,
     and every new batch shape compiles anew).
     """
@@ -36,6 +40,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
+    decay_fraction: float = 1.0
     clip_norm: float = 1.0
     precision: str = "auto"
     compile: bool = False
@@ -75,6 +80,8 @@ class TrainConfig:
             raise ValueError("weight_decay and clip_norm must be >= 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction must lie in (0, 1], got {self.decay_fraction}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         for name, allowed in (

@@ -139,6 +139,7 @@ class Trainer:
             warmup_steps=cfg.warmup_steps,
             max_steps=cfg.max_steps,
             min_lr_ratio=cfg.min_lr_ratio,
+            decay_fraction=cfg.decay_fraction,
         )
         self.tracker = BadRecordTracker(strict=cfg.strict_data)
         self.step = 0
