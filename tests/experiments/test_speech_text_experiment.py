@@ -164,6 +164,29 @@ def test_finetune_eta_scales_the_finished_time_per_step():
     assert "left" not in eta.finished(("c", 0.1), 100.0)
 
 
+def test_finetune_eta_while_running_counts_only_this_runs_steps(tmp_path, monkeypatch):
+    from multitower.experiments.zipper_speech_text import eta as eta_module
+    from multitower.experiments.zipper_speech_text.eta import FinetuneETA, trained_steps
+
+    clock = [1000.0]
+    monkeypatch.setattr(eta_module.time, "time", lambda: clock[0])
+    # "b" resumes at step 400 of 1,000; "c" has not started
+    eta = FinetuneETA({("a", 1.0): 1000, ("b", 1.0): 1000, ("c", 0.1): 200}, 2, {("b", 1.0): 400})
+    clock[0] += 600.0  # 10 min: a trained 300 steps, b 300 more (to 700)
+    line = eta.progress({("a", 1.0): 300, ("b", 1.0): 700})
+    # 600 steps in 600 s; 700 + 300 + 200 = 1,200 steps left: 20 min
+    assert line == "fine-tunes: 0 of 3 done, 1,000 of 2,200 steps (10.0 min), about 20 min left"
+    assert "left" not in FinetuneETA({("a", 1.0): 10}, 1).progress({})  # nothing trained yet
+    # the last step a fine-tune logged, past a line still being written
+    train = tmp_path / "train"
+    assert trained_steps(train) == 0
+    train.mkdir()
+    (train / "metrics.jsonl").write_text(
+        '{"step": 10, "loss": 3.1}\n{"step": 20, "loss": 2.9}\n{"st'
+    )
+    assert trained_steps(train) == 20
+
+
 def test_run_dir_with_another_config_is_refused(tiny_run, capsys):
     rc = main(["run", str(TINY), "finetune.max_steps=41", "--run-dir", str(tiny_run), "--quiet"])
     assert rc == 1

@@ -27,7 +27,7 @@ import multiprocessing
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +50,7 @@ from multitower.experiments.zipper_speech_text.config import (
     SpeechTextConfig,
     tower_config,
 )
+from multitower.experiments.zipper_speech_text.eta import FinetuneETA, trained_steps
 from multitower.experiments.zipper_speech_text.pairs import (
     InterleavedLMTask,
     PairedDirections,
@@ -593,7 +594,11 @@ class SpeechTextExperiment:
             for system in cfg.runs(fraction)
             if not self.stages.get(f"finetune_{system}_{fraction:g}")
         ]
-        eta = FinetuneETA({job: cfg.steps(job[1]) for job in todo}, jobs)
+        eta = FinetuneETA(
+            {job: cfg.steps(job[1]) for job in todo},
+            jobs,
+            {job: trained_steps(self._train_dir(*job)) for job in todo},  # resumed ones
+        )
         if jobs == 1 or len(todo) <= 1:
             for system, fraction in todo:
                 row = self.finetune(prep, system, fraction)
@@ -655,39 +660,26 @@ class SpeechTextExperiment:
                 )
                 for s, f in order
             }
-            for future in as_completed(futures):
-                system, fraction = futures[future]
-                row = future.result()
-                self.stages.mark(f"finetune_{system}_{fraction:g}", row)
-                log(eta.finished((system, fraction), row["seconds"]))
+            running = set(futures)
+            while running:  # a whole-run estimate every few minutes, from the steps done
+                done, running = wait(running, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    system, fraction = futures[future]
+                    row = future.result()
+                    self.stages.mark(f"finetune_{system}_{fraction:g}", row)
+                    log(eta.finished((system, fraction), row["seconds"]))
+                if not done:
+                    log(
+                        eta.progress(
+                            {job: trained_steps(self._train_dir(*job)) for job in eta.left}
+                        )
+                    )
+
+    def _train_dir(self, system: str, fraction: float) -> Path:
+        return self.run_dir / "finetune" / f"{system}_{fraction:g}" / "train"
 
 
-class FinetuneETA:
-    """The time left for the fine-tunes still to run, from the finished ones.
-
-    Each fine-tune's time (training and evaluation) is taken as proportional to its
-    steps; the seconds per step of the finished ones, times the steps left, divided
-    by the processes running them, is the estimate printed after each one finishes.
-    """
-
-    def __init__(self, steps: dict[tuple[str, float], int], jobs: int) -> None:
-        self.left, self.jobs = dict(steps), max(1, jobs)
-        self.total, self.done_steps, self.seconds = len(steps), 0, 0.0
-        self.t0 = time.time()
-
-    def finished(self, job: tuple[str, float], seconds: float) -> str:
-        """Records ``job`` as done in ``seconds``; returns the progress line."""
-        self.done_steps += self.left.pop(job)
-        self.seconds += seconds
-        done = self.total - len(self.left)
-        line = f"fine-tunes: {done} of {self.total} done ({(time.time() - self.t0) / 60:.1f} min)"
-        if self.left and self.done_steps:
-            per_step = self.seconds / self.done_steps
-            left = sum(self.left.values()) * per_step / min(self.jobs, len(self.left))
-            line += f", about {left / 60:.0f} min left"
-        return line
-
-
+PROGRESS_EVERY_S = 300.0  # a whole-run estimate this often while fine-tunes run in parallel
 ENCODE_SHARD = 500  # utterances per written shard of the unit-encoding stage
 
 
