@@ -112,3 +112,30 @@ assert config.fusion.cross_attention_every == 1 and config.units.codebook_size =
 
 def test_the_probe_sees_torch() -> None:
     assert "torch" in probe("import multitower.models.decoder")
+
+
+def test_the_package_works_without_the_optional_extras() -> None:
+    """scipy, pycocotools, transformers and av are optional: the core install (the README's
+    first command) imports, trains and runs its commands without them, and detection
+    says which extra it needs."""
+    code = """
+import sys
+for name in ("scipy", "pycocotools", "transformers", "av"):
+    sys.modules[name] = None  # import fails as if not installed
+import multitower.cli.main, multitower.train.task, multitower.train.trainer
+import multitower.experiments.zipper_speech_text.experiment
+import multitower.experiments.mammut.detect
+import torch
+from multitower.losses import hungarian_match
+try:
+    hungarian_match(torch.zeros(2, 3), torch.rand(2, 4), torch.tensor([0]), torch.rand(1, 4))
+except ImportError as err:
+    print("refused:", err)
+"""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: the detection loss's bipartite matching needs scipy" in done.stdout
+    assert "pip install 'multitower[detection]'" in done.stdout

@@ -7,7 +7,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 from multitower.interleave import TowerBatch
 from multitower.nn.boxes import box_cxcywh_to_xyxy, generalized_box_iou
@@ -294,6 +293,18 @@ def sigmoid_focal_loss(
 
 
 @torch.no_grad()
+def _linear_sum_assignment():
+    """scipy's exact assignment solver, an optional dependency (the detection extra)."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError as err:
+        raise ImportError(
+            "the detection loss's bipartite matching needs scipy: "
+            "pip install 'multitower[detection]'"
+        ) from err
+    return linear_sum_assignment
+
+
 def hungarian_match(
     class_logits: torch.Tensor,
     boxes: torch.Tensor,
@@ -345,7 +356,7 @@ def hungarian_match(
         + l1_weight * torch.cdist(b, t, p=1)
         - giou_weight * generalized_box_iou(box_cxcywh_to_xyxy(b), box_cxcywh_to_xyxy(t))
     )  # (N, M)
-    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    rows, cols = _linear_sum_assignment()(cost.cpu().numpy())
     order = cols.argsort()
     pred = torch.as_tensor(rows[order], dtype=torch.long, device=boxes.device)
     return pred, torch.as_tensor(cols[order], dtype=torch.long, device=boxes.device)

@@ -205,6 +205,11 @@ def test_asr_and_tts_commands(tiny_run, tmp_path, capsys):
     assert main(args) == 0
     heard = capsys.readouterr().out.splitlines()[-1]
     assert heard.startswith("heard: ") and "against 'the dog runs'" in heard, heard
+    # the WER is printed in percent: e.g. 1 word wrong of 3 is 33.3%, not 0.3%
+    from multitower.experiments.zipper_speech_text.evaluate import wer
+
+    said = heard.split("'")[1]
+    assert f"(WER {100 * wer(['the dog runs'], [said]):.1f}% " in heard, heard
     assert (
         main(["tts", "caf\u00e9 7", "-o", str(tmp_path / "x.wav"), "--run-dir", str(tiny_run)]) == 1
     )

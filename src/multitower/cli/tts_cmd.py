@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         heard = hear(args.run_dir, args.output, c.unit_tokenizer)
         from multitower.experiments.zipper_speech_text.evaluate import wer
 
-        print(f"heard: {heard!r} (WER {wer([text], [heard]):.1f}% against {text!r})")
+        print(f"heard: {heard!r} (WER {100 * wer([text], [heard]):.1f}% against {text!r})")
     return 0
 
 

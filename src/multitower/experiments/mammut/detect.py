@@ -22,6 +22,7 @@ one directory per variant (``model/``, ``tokenizer.json``, ``classes.json``,
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import time
@@ -532,6 +533,13 @@ def run_experiment(
         raise UserError(f"pretrain.config: file not found: {cfg.pretrain.config}")
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
+    for module, used_for in (("scipy", "its loss's matching"), ("pycocotools", "COCO AP")):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:  # before any training, not when the first detector is done
+            raise UserError(
+                f"mammut-detect needs {module} for {used_for}: pip install 'multitower[detection]'"
+            ) from err
     run_dir.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(run_dir / "config.yaml", dump_yaml(to_plain(cfg)).encode("utf-8"))
     threads = max(1, torch.get_num_threads() // jobs)
