@@ -292,7 +292,6 @@ def sigmoid_focal_loss(
     return loss
 
 
-@torch.no_grad()
 def _linear_sum_assignment():
     """scipy's exact assignment solver, an optional dependency (the detection extra)."""
     try:
@@ -305,6 +304,7 @@ def _linear_sum_assignment():
     return linear_sum_assignment
 
 
+@torch.no_grad()
 def hungarian_match(
     class_logits: torch.Tensor,
     boxes: torch.Tensor,
