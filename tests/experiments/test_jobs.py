@@ -51,3 +51,10 @@ def test_bad_graphs_and_worker_counts_are_refused_before_any_job_runs():
         run_jobs(cycle, 2)
     with pytest.raises(ValueError, match="workers must be >= 1"):
         run_jobs({"a": Job(math.sqrt, (1.0,))}, 0)
+
+
+def test_on_idle_is_called_while_no_job_finishes():
+    calls: list[int] = []
+    jobs = {"slow": Job(time.sleep, (1.0,)), "quick": Job(math.sqrt, (1.0,))}
+    run_jobs(jobs, 2, on_idle=lambda: calls.append(1), idle_s=0.2)
+    assert len(calls) >= 2  # about 1 s of waiting in steps of 0.2 s

@@ -68,6 +68,9 @@ def run_jobs(
     jobs: Mapping[str, Job],
     workers: int,
     on_done: Callable[[str, Any], None] | None = None,
+    *,
+    on_idle: Callable[[], None] | None = None,
+    idle_s: float = 300.0,
 ) -> dict[str, Any]:
     """Runs every job once its ``after`` jobs are done; returns ``{name: result}``.
 
@@ -76,7 +79,9 @@ def run_jobs(
     job is submitted as soon as everything it needs has finished, ready jobs in the
     order given. ``on_done(name, result)`` is called here as each job finishes, so the
     caller can record it before the others end (an interruption then loses only the
-    jobs still running). A job's exception is raised here once the running jobs end.
+    jobs still running). ``on_idle()`` is called here whenever ``idle_s`` seconds pass
+    with no job finishing (workers only: e.g. a progress estimate). A job's exception
+    is raised here once the running jobs end.
 
     Raises:
         ValueError: ``workers < 1``, an unknown dependency or a cycle.
@@ -104,9 +109,12 @@ def run_jobs(
                 for name in [n for n in waiting if all(d in results for d in jobs[n].after)]:
                     waiting.remove(name)
                     running[pool.submit(jobs[name].fn, *jobs[name].args)] = name
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                timeout = idle_s if on_idle is not None else None
+                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
                     finish(running.pop(future), future.result())
+                if not done and on_idle is not None:
+                    on_idle()
         except BaseException:
             pool.shutdown(cancel_futures=True)  # jobs not started yet never start
             raise

@@ -231,7 +231,7 @@ def pretrained_mammut(cfg: DetectExperimentConfig, kind: str, run_dir: Path) -> 
     if given is not None:
         return load_run(Path(given))
     target = run_dir / f"pretrain_{kind}"
-    if (target / MODEL_DIR / WEIGHTS_NAME).is_file():
+    if _trained(target):
         return load_run(target)
     overrides = [*cfg.pretrain.overrides, *PRETRAIN_KINDS[kind]]
     resolved = resolve_mammut_config(Path(cfg.pretrain.config), overrides)

@@ -239,7 +239,9 @@ def run_experiment(
     if pending:
         _save_tokenizer(cfg, start, run_dir, pending[0][1])
         tokenizer = TextTokenizer.load(run_dir / TOKENIZER_NAME)
-        for num_frames in dict.fromkeys(f for _, f in pending):  # before any system trains
+        # before any system trains; the first system's frame count last, so that its
+        # clips are the ones kept for it
+        for num_frames in reversed(list(dict.fromkeys(f for _, f in pending))):
             _check_texts(cfg, tokenizer, start.model_config, num_frames)
         threads = max(1, torch.get_num_threads() // jobs)
         if jobs > 1:  # the longest first, so that the last one to start is short

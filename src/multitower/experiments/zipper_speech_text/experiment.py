@@ -27,7 +27,7 @@ import multiprocessing
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +45,7 @@ from multitower.data.speech.units import SpeechUnitTokenizer
 from multitower.data.speech_config import SpeechCorpusConfig
 from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
+from multitower.experiments.jobs import Job, run_jobs
 from multitower.experiments.zipper_speech_text import hf_text_tower
 from multitower.experiments.zipper_speech_text.config import (
     SpeechTextConfig,
@@ -649,31 +650,20 @@ class SpeechTextExperiment:
         threads = torch.get_num_threads()  # already divided by jobs (run)
         order = sorted(todo, key=lambda job: -self.cfg.steps(job[1]) * job[1])
         log(f"fine-tuning {len(order)} systems in {jobs} processes ({threads} thread(s) each)")
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {
-                pool.submit(
-                    _finetune_job, self.cfg, str(self.run_dir), s, f, threads, self.quiet
-                ): (
-                    s,
-                    f,
-                )
-                for s, f in order
-            }
-            running = set(futures)
-            while running:  # a whole-run estimate every few minutes, from the steps done
-                done, running = wait(running, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
-                for future in done:
-                    system, fraction = futures[future]
-                    row = future.result()
-                    self.stages.mark(f"finetune_{system}_{fraction:g}", row)
-                    log(eta.finished((system, fraction), row["seconds"]))
-                if not done:
-                    log(
-                        eta.progress(
-                            {job: trained_steps(self._train_dir(*job)) for job in eta.left}
-                        )
-                    )
+        names = {f"{s}_{f:g}": (s, f) for s, f in order}
+        graph = {
+            name: Job(_finetune_job, (self.cfg, str(self.run_dir), s, f, threads, self.quiet))
+            for name, (s, f) in names.items()
+        }
+
+        def record(name: str, row: dict[str, Any]) -> None:
+            self.stages.mark(f"finetune_{name}", row)
+            log(eta.finished(names[name], row["seconds"]))
+
+        def estimate() -> None:  # a whole-run estimate every few minutes, from the steps done
+            log(eta.progress({job: trained_steps(self._train_dir(*job)) for job in eta.left}))
+
+        run_jobs(graph, jobs, record, on_idle=estimate, idle_s=PROGRESS_EVERY_S)
 
     def _train_dir(self, system: str, fraction: float) -> Path:
         return self.run_dir / "finetune" / f"{system}_{fraction:g}" / "train"
