@@ -300,3 +300,27 @@ def test_corpus_config_validation() -> None:
     with pytest.raises(ValueError, match="unknown fields"):
         SpeechCorpusConfig.from_dict({"n_test": 1, "colour": "red"})
     assert SpeechCorpusConfig(voices=["en"]).voices == ("en",)  # lists become tuples
+    with pytest.raises(ValueError, match="SpeechCorpusConfig.words_per_list"):
+        SpeechCorpusConfig(words_per_list=0)
+    with pytest.raises(ValueError, match="SpeechCorpusConfig.max_words"):
+        SpeechCorpusConfig(max_words=1)
+
+
+def test_grammar_settings_reach_the_plan_and_the_hash() -> None:
+    base = SpeechCorpusConfig(n_unaligned=30, n_aligned=30, n_test=10)
+    short = SpeechCorpusConfig(**{**base.__dict__, "max_words": 5, "words_per_list": 4})
+    plan = plan_corpus(short)
+    assert all(len(s.split()) <= 5 for split in SPLITS for s, _ in plan[split])
+    assert plan != plan_corpus(base)
+    h = corpus_module.corpus_hash
+    assert h(short, "1.51") != h(base, "1.51")
+    # A default grammar hashes as before the settings existed: old corpora are reused.
+    old_key = {k: v for k, v in base.__dict__.items() if k not in ("words_per_list", "max_words")}
+    key = {
+        "config": old_key,
+        "format_version": corpus_module.CORPUS_FORMAT_VERSION,
+        "generator_version": corpus_module.GENERATOR_VERSION,
+        "espeak_version": "1.51",
+    }
+    expected = hashlib.sha256(corpus_module.json.dumps(key, sort_keys=True).encode()).hexdigest()
+    assert h(base, "1.51") == expected

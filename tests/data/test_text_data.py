@@ -196,3 +196,56 @@ def test_read_wordnet_examples_real_install_when_present() -> None:
         pytest.skip("Debian wordnet-base is not installed")
     assert len(examples) > 1000
     assert all(is_speakable(s) for s in examples[:1000])
+
+
+def test_words_per_list_keeps_only_the_first_words_of_each_open_class() -> None:
+    from multitower.data.sentences import CONTENT_LISTS
+
+    k = 5
+    kept = {w for name in CONTENT_LISTS for w in getattr(wordlists, name)[:k]}
+    # words that only the cut part of the lists holds (a word can sit in two lists)
+    cut = {w for name in CONTENT_LISTS for w in getattr(wordlists, name)[k:]} - kept
+    # ... and neither a closed class (time phrases, prepositions) nor the templates
+    import multitower.data.sentences as sentences_module
+
+    fixed = set(re.findall(r"[a-z]+", Path(sentences_module.__file__).read_text()))
+    fixed |= {f(w) for w in kept for f in (past_tense, plural, third_person, gerund)}
+    for name in dir(wordlists):
+        value = getattr(wordlists, name)
+        if name.isupper() and name not in CONTENT_LISTS and isinstance(value, tuple):
+            fixed |= {w for phrase in value for w in phrase.split()}
+    cut -= fixed
+    small = generate_sentences(2000, seed=3, words_per_list=k)
+    words = Counter(w for s in small for w in s.split())
+    assert not set(words) & cut, sorted(set(words) & cut)[:10]
+    full = Counter(w for s in generate_sentences(2000, seed=3) for w in s.split())
+    assert len(set(full) & cut) > 300  # the full grammar does use them
+    assert len(words) < len(full) / 2
+    # every kept noun still occurs: the grammar's structure is unchanged
+    assert all(words[w] > 0 for w in wordlists.PEOPLE[:k])
+    assert all(is_speakable(s) for s in small)
+
+
+def test_max_words_bounds_every_sentence() -> None:
+    short = generate_unique_sentences(500, seed=4, max_words=6)
+    lengths = [len(s.split()) for s in short]
+    assert max(lengths) == 6 and min(lengths) >= 3
+    # None / 20 are the defaults: the same stream as without the arguments
+    assert generate_sentences(100, seed=4, words_per_list=None, max_words=20) == generate_sentences(
+        100, seed=4
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"words_per_list": 1}, "words_per_list"),
+        ({"words_per_list": True}, "words_per_list"),
+        ({"words_per_list": "10"}, "words_per_list"),
+        ({"max_words": 2}, "max_words"),
+        ({"max_words": 12.0}, "max_words"),
+    ],
+)
+def test_grammar_arguments_are_checked(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        generate_sentences(3, seed=0, **kwargs)

@@ -254,3 +254,20 @@ def test_direction_shares_bad_values_are_errors() -> None:
     cfg = SpeechTextConfig(direction_shares={"asr": 0.7, "tts": 0.3})
     assert cfg.loss_shares() == {"text": 0.7, "speech": 0.3}
     assert SpeechTextConfig().loss_shares() is None
+
+
+def test_corpus_grammar_settings_are_checked_and_passed_to_the_corpus() -> None:
+    from multitower.config import ConfigError, build_dataclass
+
+    def corpus(**values):
+        return build_dataclass(SpeechTextConfig, {"corpus": values}, "").corpus
+
+    c = corpus(words_per_list=10, max_words=12)
+    speech = c.speech_corpus_config(seed=3)
+    assert (speech.words_per_list, speech.max_words, speech.seed) == (10, 12, 3)
+    assert corpus().speech_corpus_config(seed=0).words_per_list is None
+    for bad, field in (({"words_per_list": 1}, "words_per_list"), ({"max_words": 2}, "max_words")):
+        with pytest.raises((ValueError, ConfigError), match=field):
+            corpus(**bad)
+    with pytest.raises(ConfigError, match="corpus.words_per_list"):
+        corpus(words_per_list="ten")

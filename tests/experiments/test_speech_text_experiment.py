@@ -48,6 +48,20 @@ def test_pipeline_writes_results_and_every_model_beats_its_start(tiny_run):
     assert (tiny_run / "config.yaml").is_file()
 
 
+def test_the_grammar_settings_shape_both_the_text_and_the_speech_corpus(tiny_run):
+    from multitower.data import wordlists
+    from multitower.data.speech.librispeech import read_librispeech
+
+    text = (tiny_run / "text" / "sentences.txt").read_text().splitlines()
+    spoken = [u.transcript.lower() for u in read_librispeech(tiny_run / "corpus" / "aligned")]
+    assert len(text) > 1000 and len(spoken) == 48
+    for sentences in (text, spoken):
+        assert max(len(s.split()) for s in sentences) <= 12  # corpus.max_words
+        words = {w for s in sentences for w in s.split()}
+        # corpus.words_per_list: 10 keeps the first 10 people, none of the rest
+        assert not words & (set(wordlists.PEOPLE[10:]) - set(wordlists.PEOPLE[:10])), words
+
+
 def test_reported_wers_are_those_of_the_saved_model(tiny_run):
     """Re-evaluating a saved fine-tuned model on the test split gives results.json's WERs.
 

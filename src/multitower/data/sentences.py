@@ -95,14 +95,70 @@ _SUBORDINATORS = (
 )
 
 
+# The open word classes, the lists ``words_per_list`` shortens; prepositions and
+# time phrases are closed classes and stay whole.
+CONTENT_LISTS = (
+    "PEOPLE",
+    "ANIMALS",
+    "THINGS",
+    "MASS_NOUNS",
+    "ABSTRACT",
+    "PLACES",
+    "ADJECTIVES",
+    "ADVERBS",
+    "NAMES",
+    "TRANSITIVE_VERBS",
+    "INTRANSITIVE_VERBS",
+    "MOTION_VERBS",
+    "DITRANSITIVE_VERBS",
+    "CLAUSE_VERBS",
+)
+_CLOSED_LISTS = (
+    "NEUTRAL_TIME_PHRASES",
+    "PAST_TIME_PHRASES",
+    "FUTURE_TIME_PHRASES",
+    "LOCATION_PREPOSITIONS",
+    "THING_PREPOSITIONS",
+    "DIRECTION_PREPOSITIONS",
+)
+
+
+class _Lexicon:
+    """The grammar's word lists, each open class cut to its first ``words_per_list``."""
+
+    def __init__(self, words_per_list: int | None) -> None:
+        for name in CONTENT_LISTS:
+            words = getattr(W, name)
+            setattr(self, name, words if words_per_list is None else words[:words_per_list])
+        for name in _CLOSED_LISTS:
+            setattr(self, name, getattr(W, name))
+
+
+def check_grammar_args(words_per_list: int | None, max_words: int) -> None:
+    """Raise ``ValueError`` naming the argument if the grammar cannot take it."""
+    if words_per_list is not None and (
+        isinstance(words_per_list, bool)
+        or not isinstance(words_per_list, int)
+        or words_per_list < 2
+    ):
+        raise ValueError(f"words_per_list must be None or an integer >= 2, got {words_per_list!r}")
+    if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < MIN_WORDS:
+        raise ValueError(f"max_words must be an integer >= {MIN_WORDS}, got {max_words!r}")
+
+
 class _SentenceGrammar:
     """Draws sentences from the grammar with one ``random.Random``."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(
+        self, rng: random.Random, *, words_per_list: int | None = None, max_words: int = MAX_WORDS
+    ) -> None:
+        check_grammar_args(words_per_list, max_words)
         self.rng = rng
-        self.agents = W.PEOPLE + W.ANIMALS
-        self.objects = W.THINGS + W.ANIMALS + W.PEOPLE
-        self.countables = W.THINGS + W.ANIMALS + W.PEOPLE
+        self.max_words = max_words
+        self.w = _Lexicon(words_per_list)
+        self.agents = self.w.PEOPLE + self.w.ANIMALS
+        self.objects = self.w.THINGS + self.w.ANIMALS + self.w.PEOPLE
+        self.countables = self.w.THINGS + self.w.ANIMALS + self.w.PEOPLE
 
     # -- small helpers -------------------------------------------------------
     def pick(self, seq: Sequence[T]) -> T:
@@ -115,7 +171,7 @@ class _SentenceGrammar:
         n = self.rng.choices((0, 1, 2), weights=(55, 35, 10))[0]
         out: list[str] = []
         while len(out) < n:
-            adj = self.pick(W.ADJECTIVES)
+            adj = self.pick(self.w.ADJECTIVES)
             if adj not in out:
                 out.append(adj)
         return out
@@ -132,11 +188,13 @@ class _SentenceGrammar:
         self, nouns: tuple[str, ...], *, allow_plural: bool = True, allow_possessor: bool = True
     ) -> _NounPhrase:
         noun = self.pick(nouns)
-        is_plural = allow_plural and self.chance(0.3) and noun not in W.MASS_NOUNS
+        is_plural = allow_plural and self.chance(0.3) and noun not in self.w.MASS_NOUNS
         head = plural(noun) if is_plural else noun
         words = [*self.adjectives(), head]
         if allow_possessor and self.chance(0.12):
-            owner = self.pick(W.NAMES) if self.chance(0.5) else "the " + self.pick(W.PEOPLE)
+            owner = (
+                self.pick(self.w.NAMES) if self.chance(0.5) else "the " + self.pick(self.w.PEOPLE)
+            )
             return _NounPhrase(owner + "'s " + " ".join(words), is_plural)
         if self.chance(0.15):
             det = self.pick(_POSSESSIVES)
@@ -155,7 +213,7 @@ class _SentenceGrammar:
         if r < 0.25:
             return self.pick(_SUBJECT_PRONOUNS)
         if r < 0.4:
-            return _NounPhrase(self.pick(W.NAMES), False)
+            return _NounPhrase(self.pick(self.w.NAMES), False)
         np_ = self.common_noun_phrase(self.agents)
         if allow_relative and self.chance(0.12):
             np_ = _NounPhrase(np_.text + " who " + self.verb_phrase(np_, depth=1), np_.plural)
@@ -166,34 +224,38 @@ class _SentenceGrammar:
         if r < 0.1:
             return _OBJECT_PRONOUN[self.pick(_SUBJECT_PRONOUNS).text]
         if r < 0.18:
-            return self.pick(W.NAMES)
+            return self.pick(self.w.NAMES)
         if r < 0.26:
-            return self.pick(("some", "the", "more", "no")) + " " + self.pick(W.MASS_NOUNS)
+            return self.pick(("some", "the", "more", "no")) + " " + self.pick(self.w.MASS_NOUNS)
         if r < 0.34:
-            return self.common_noun_phrase(W.ABSTRACT, allow_possessor=False).text
+            return self.common_noun_phrase(self.w.ABSTRACT, allow_possessor=False).text
         np_ = self.common_noun_phrase(self.objects)
         if allow_relative and self.chance(0.1):
             # Object relative clause with a gap: "the letter that my sister wrote".
             inner = self.subject(allow_relative=False)
             return (
-                np_.text + " that " + inner.text + " " + past_tense(self.pick(W.TRANSITIVE_VERBS))
+                np_.text
+                + " that "
+                + inner.text
+                + " "
+                + past_tense(self.pick(self.w.TRANSITIVE_VERBS))
             )
         if self.chance(0.12):
             return (
                 np_.text
                 + " "
-                + self.pick(W.THING_PREPOSITIONS)
+                + self.pick(self.w.THING_PREPOSITIONS)
                 + " the "
-                + self.pick(W.THINGS + W.PLACES)
+                + self.pick(self.w.THINGS + self.w.PLACES)
             )
         return np_.text
 
     def place_phrase(self, prepositions: tuple[str, ...]) -> str:
-        place = self.pick(W.PLACES)
+        place = self.pick(self.w.PLACES)
         det = self.pick(("the", "the", "the", "a", "my", "our", "their", "this"))
         if det == "a":
             det = indefinite_article(place)
-        adj = self.pick(W.ADJECTIVES) + " " if self.chance(0.2) else ""
+        adj = self.pick(self.w.ADJECTIVES) + " " if self.chance(0.2) else ""
         return f"{self.pick(prepositions)} {det} {adj}{place}"
 
     # -- verbs ---------------------------------------------------------------
@@ -245,49 +307,49 @@ class _SentenceGrammar:
             be = self.be_form(subject, past=tense.startswith("past"))
             if negative:
                 be += " not"
-            complement = self.pick(W.ADJECTIVES)
+            complement = self.pick(self.w.ADJECTIVES)
             if self.chance(0.3):
                 complement = "very " + complement
             elif self.chance(0.25):
-                complement += " and " + self.pick(W.ADJECTIVES)
+                complement += " and " + self.pick(self.w.ADJECTIVES)
             elif self.chance(0.25):
-                complement += " " + self.place_phrase(W.LOCATION_PREPOSITIONS)
+                complement += " " + self.place_phrase(self.w.LOCATION_PREPOSITIONS)
             return be + " " + complement
         if kind == "transitive":
-            verb = self.pick(W.TRANSITIVE_VERBS)
+            verb = self.pick(self.w.TRANSITIVE_VERBS)
             out = (
                 self.conjugate(verb, subject, tense, negative=negative)
                 + " "
                 + self.object_phrase(allow_relative=depth == 0)
             )
             if self.chance(0.25):
-                out += " " + self.place_phrase(W.LOCATION_PREPOSITIONS)
+                out += " " + self.place_phrase(self.w.LOCATION_PREPOSITIONS)
             return out
         if kind == "intransitive":
-            verb = self.pick(W.INTRANSITIVE_VERBS)
+            verb = self.pick(self.w.INTRANSITIVE_VERBS)
             out = self.conjugate(verb, subject, tense, negative=negative)
             if self.chance(0.5):
-                out += " " + self.pick(W.ADVERBS)
+                out += " " + self.pick(self.w.ADVERBS)
             elif self.chance(0.4):
-                out += " " + self.place_phrase(W.LOCATION_PREPOSITIONS)
+                out += " " + self.place_phrase(self.w.LOCATION_PREPOSITIONS)
             return out
         if kind == "motion":
-            verb = self.pick(W.MOTION_VERBS)
+            verb = self.pick(self.w.MOTION_VERBS)
             out = (
                 self.conjugate(verb, subject, tense, negative=negative)
                 + " "
-                + self.place_phrase(W.DIRECTION_PREPOSITIONS)
+                + self.place_phrase(self.w.DIRECTION_PREPOSITIONS)
             )
             if self.chance(0.25):
-                out += " " + self.pick(W.ADVERBS)
+                out += " " + self.pick(self.w.ADVERBS)
             return out
-        verb = self.pick(W.DITRANSITIVE_VERBS)
+        verb = self.pick(self.w.DITRANSITIVE_VERBS)
         recipient = (
             self.object_phrase(allow_relative=False)
             if self.chance(0.3)
-            else self.common_noun_phrase(W.PEOPLE, allow_plural=False).text
+            else self.common_noun_phrase(self.w.PEOPLE, allow_plural=False).text
         )
-        thing = self.common_noun_phrase(W.THINGS, allow_possessor=False).text
+        thing = self.common_noun_phrase(self.w.THINGS, allow_possessor=False).text
         head = self.conjugate(verb, subject, tense, negative=negative)
         if self.chance(0.5):
             return f"{head} {recipient} {thing}"
@@ -305,10 +367,10 @@ class _SentenceGrammar:
     # -- sentence templates ----------------------------------------------------
     def time_phrase(self, tense: str) -> str:
         if tense.startswith("past"):
-            return self.pick(W.PAST_TIME_PHRASES)
+            return self.pick(self.w.PAST_TIME_PHRASES)
         if tense == "future":
-            return self.pick(W.FUTURE_TIME_PHRASES)
-        return self.pick(W.NEUTRAL_TIME_PHRASES)
+            return self.pick(self.w.FUTURE_TIME_PHRASES)
+        return self.pick(self.w.NEUTRAL_TIME_PHRASES)
 
     def declarative(self) -> str:
         tense = self.pick(_TENSES)
@@ -329,7 +391,7 @@ class _SentenceGrammar:
 
     def reported(self) -> str:
         subject = self.subject(allow_relative=False)
-        verb = self.pick(W.CLAUSE_VERBS)
+        verb = self.pick(self.w.CLAUSE_VERBS)
         tense = self.pick(("present", "past"))
         return f"{subject.text} {self.conjugate(verb, subject, tense, negative=False)} that {self.clause(depth=1)}"
 
@@ -339,11 +401,13 @@ class _SentenceGrammar:
         r = self.rng.random()
         if r < 0.4:
             aux = self.pick(("did", "does" if third_singular else "do"))
-            return f"{aux} {subject.text} {self.pick(W.TRANSITIVE_VERBS)} {self.object_phrase()}"
+            return (
+                f"{aux} {subject.text} {self.pick(self.w.TRANSITIVE_VERBS)} {self.object_phrase()}"
+            )
         if r < 0.7:
             be = self.be_form(subject, past=self.chance(0.4))
-            return f"{be} {subject.text} {self.pick(W.ADJECTIVES)}"
-        return f"{self.pick((*_MODALS, 'will'))} {subject.text} {self.pick(W.MOTION_VERBS)} {self.place_phrase(W.DIRECTION_PREPOSITIONS)}"
+            return f"{be} {subject.text} {self.pick(self.w.ADJECTIVES)}"
+        return f"{self.pick((*_MODALS, 'will'))} {subject.text} {self.pick(self.w.MOTION_VERBS)} {self.place_phrase(self.w.DIRECTION_PREPOSITIONS)}"
 
     def wh_question(self) -> str:
         subject = self.subject(allow_relative=False)
@@ -351,34 +415,32 @@ class _SentenceGrammar:
         do = self.pick(("did", "does" if third_singular else "do"))
         r = self.rng.random()
         if r < 0.25:
-            return f"{self.pick(('where', 'why', 'when', 'how'))} {do} {subject.text} {self.pick(W.TRANSITIVE_VERBS)} {self.object_phrase(allow_relative=False)}"
+            return f"{self.pick(('where', 'why', 'when', 'how'))} {do} {subject.text} {self.pick(self.w.TRANSITIVE_VERBS)} {self.object_phrase(allow_relative=False)}"
         if r < 0.4:
             return f"what {do} {subject.text} {self.pick(('want', 'need', 'see', 'find', 'say', 'like', 'remember'))}"
         if r < 0.55:
-            return f"who {past_tense(self.pick(W.TRANSITIVE_VERBS))} {self.object_phrase()}"
+            return f"who {past_tense(self.pick(self.w.TRANSITIVE_VERBS))} {self.object_phrase()}"
         if r < 0.7:
             be = self.be_form(subject, past=self.chance(0.4))
-            return f"why {be} {subject.text} so {self.pick(W.ADJECTIVES)}"
+            return f"why {be} {subject.text} so {self.pick(self.w.ADJECTIVES)}"
         if r < 0.85:
             noun = plural(self.pick(self.countables))
-            return f"how many {noun} {do} {subject.text} {self.pick(W.TRANSITIVE_VERBS)}"
-        return f"{self.pick(('where', 'when', 'why'))} {self.pick(('will', 'can', 'should'))} {subject.text} {self.pick(W.MOTION_VERBS)}"
+            return f"how many {noun} {do} {subject.text} {self.pick(self.w.TRANSITIVE_VERBS)}"
+        return f"{self.pick(('where', 'when', 'why'))} {self.pick(('will', 'can', 'should'))} {subject.text} {self.pick(self.w.MOTION_VERBS)}"
 
     def imperative(self) -> str:
         r = self.rng.random()
         if r < 0.45:
-            out = f"{self.pick(W.TRANSITIVE_VERBS)} {self.object_phrase()}"
+            out = f"{self.pick(self.w.TRANSITIVE_VERBS)} {self.object_phrase()}"
             if self.chance(0.3):
-                out += " " + self.place_phrase(W.LOCATION_PREPOSITIONS)
+                out += " " + self.place_phrase(self.w.LOCATION_PREPOSITIONS)
             return ("please " + out) if self.chance(0.4) else out
         if r < 0.65:
-            return (
-                f"don't {self.pick(W.TRANSITIVE_VERBS)} {self.object_phrase(allow_relative=False)}"
-            )
+            return f"don't {self.pick(self.w.TRANSITIVE_VERBS)} {self.object_phrase(allow_relative=False)}"
         if r < 0.85:
             tail = " " + self.time_phrase("future") if self.chance(0.5) else ""
-            return f"let's {self.pick(W.MOTION_VERBS)} {self.place_phrase(W.DIRECTION_PREPOSITIONS)}{tail}"
-        return f"{self.pick(('please', 'never', 'always'))} {self.pick(W.INTRANSITIVE_VERBS)} {self.pick(W.ADVERBS)}"
+            return f"let's {self.pick(self.w.MOTION_VERBS)} {self.place_phrase(self.w.DIRECTION_PREPOSITIONS)}{tail}"
+        return f"{self.pick(('please', 'never', 'always'))} {self.pick(self.w.INTRANSITIVE_VERBS)} {self.pick(self.w.ADVERBS)}"
 
     def numbers(self) -> str:
         r = self.rng.random()
@@ -386,15 +448,17 @@ class _SentenceGrammar:
             noun = self.pick(self.countables)
             n = self.rng.randint(2, 999)
             verb = "were" if self.chance(0.4) else "are"
-            prep = self.pick(W.THING_PREPOSITIONS + W.LOCATION_PREPOSITIONS)
-            return f"there {verb} {number_to_words(n)} {plural(noun)} {prep} the {self.pick(W.THINGS + W.PLACES)}"
+            prep = self.pick(self.w.THING_PREPOSITIONS + self.w.LOCATION_PREPOSITIONS)
+            return f"there {verb} {number_to_words(n)} {plural(noun)} {prep} the {self.pick(self.w.THINGS + self.w.PLACES)}"
         if r < 0.45:
-            return f"{self.pick(W.NAMES)} is {number_to_words(self.rng.randint(2, 99))} years old"
+            return (
+                f"{self.pick(self.w.NAMES)} is {number_to_words(self.rng.randint(2, 99))} years old"
+            )
         if r < 0.6:
             vehicle = self.pick(("train", "bus", "boat", "plane", "ship"))
             return f"the {vehicle} {self.pick(('leaves', 'arrives', 'left', 'arrived'))} at {number_to_words(self.rng.randint(1, 12))} o'clock"
         if r < 0.75:
-            return f"the {self.pick(W.THINGS)} {self.pick(('costs', 'cost'))} {number_to_words(self.rng.randint(2, 9999))} dollars"
+            return f"the {self.pick(self.w.THINGS)} {self.pick(('costs', 'cost'))} {number_to_words(self.rng.randint(2, 9999))} dollars"
         if r < 0.88:
             subject = self.subject(allow_relative=False)
             verb = self.pick(("walked", "drove", "ran", "swam", "traveled", "rode"))
@@ -404,11 +468,11 @@ class _SentenceGrammar:
         return f"it happened in the year {number_to_words(year)}"
 
     def there_is(self) -> str:
-        np_ = self.common_noun_phrase(W.THINGS + W.ANIMALS, allow_possessor=False)
+        np_ = self.common_noun_phrase(self.w.THINGS + self.w.ANIMALS, allow_possessor=False)
         be = "are" if np_.plural else "is"
         if self.chance(0.3):
             be = "were" if np_.plural else "was"
-        return f"there {be} {np_.text} {self.place_phrase(W.LOCATION_PREPOSITIONS)}"
+        return f"there {be} {np_.text} {self.place_phrase(self.w.LOCATION_PREPOSITIONS)}"
 
     def sentence(self) -> str:
         templates = (
@@ -425,40 +489,55 @@ class _SentenceGrammar:
         funcs, weights = zip(*templates)
         while True:
             s = " ".join(self.rng.choices(funcs, weights=weights)[0]().split())
-            if MIN_WORDS <= len(s.split()) <= MAX_WORDS:
+            if MIN_WORDS <= len(s.split()) <= self.max_words:
                 return s
 
 
-def generate_sentences(n: int, seed: int) -> list[str]:
+def generate_sentences(
+    n: int, seed: int, *, words_per_list: int | None = None, max_words: int = MAX_WORDS
+) -> list[str]:
     """Generate ``n`` English sentences from the built-in grammar.
 
-    The output depends only on ``(n, seed)`` and :data:`GENERATOR_VERSION`; the
+    The output depends only on the arguments and :data:`GENERATOR_VERSION`; the
     first ``k`` sentences of ``generate_sentences(n, seed)`` equal
     ``generate_sentences(k, seed)``. Sentences may repeat (short ones do).
 
     Args:
         n: number of sentences (>= 0).
         seed: seed of the ``random.Random`` that drives the grammar.
+        words_per_list: keep only the first this many words of every open word
+            class (:data:`CONTENT_LISTS`: nouns, names, adjectives, adverbs and
+            verbs; 10 gives about 520 word types against 2,500 for the whole
+            grammar); ``None`` keeps them all.
+        max_words: longest sentence in words (>= 3; longer draws are redrawn).
 
     Returns:
-        Lower-case sentences of 3-20 words over ``a-z``, space and apostrophe.
+        Lower-case sentences of 3-``max_words`` words over ``a-z``, space and apostrophe.
 
     Raises:
-        ValueError: if ``n`` is negative.
+        ValueError: if ``n`` is negative, or ``words_per_list`` / ``max_words`` out of range.
     """
     if n < 0:
         raise ValueError(f"generate_sentences: n must be >= 0, got {n}")
-    grammar = _SentenceGrammar(random.Random(seed))
+    grammar = _SentenceGrammar(
+        random.Random(seed), words_per_list=words_per_list, max_words=max_words
+    )
     return [grammar.sentence() for _ in range(n)]
 
 
 def generate_unique_sentences(
-    n: int, seed: int, *, exclude: frozenset[str] | set[str] = frozenset()
+    n: int,
+    seed: int,
+    *,
+    exclude: frozenset[str] | set[str] = frozenset(),
+    words_per_list: int | None = None,
+    max_words: int = MAX_WORDS,
 ) -> list[str]:
     """Generate ``n`` distinct sentences, none of them in ``exclude``.
 
     Draws from the same stream as :func:`generate_sentences` and skips repeats,
-    so the result is deterministic in ``(n, seed, exclude)``.
+    so the result is deterministic in its arguments; ``words_per_list`` and
+    ``max_words`` as in :func:`generate_sentences`.
 
     Raises:
         ValueError: if ``n`` is negative.
@@ -467,7 +546,9 @@ def generate_unique_sentences(
     """
     if n < 0:
         raise ValueError(f"generate_unique_sentences: n must be >= 0, got {n}")
-    grammar = _SentenceGrammar(random.Random(seed))
+    grammar = _SentenceGrammar(
+        random.Random(seed), words_per_list=words_per_list, max_words=max_words
+    )
     seen = set(exclude)
     out: list[str] = []
     misses = 0

@@ -18,6 +18,8 @@ import math
 import re
 from dataclasses import dataclass, fields
 
+from multitower.data.sentences import MAX_WORDS, check_grammar_args
+
 _VOICE_NAME = re.compile(r"[A-Za-z0-9_-]+(\+[A-Za-z0-9_]+)?")
 FEATURES = ("logmel", "mfcc")  # UnitConfig.features
 CMVN = ("none", "utterance", "speaker")  # UnitConfig.cmvn
@@ -64,6 +66,8 @@ class SpeechCorpusConfig:
         pitches: base pitches, 0-100.
         sample_rate: audio sample rate in Hz.
         audio_format: ``"flac"`` or ``"wav"``.
+        words_per_list, max_words: the sentence grammar's vocabulary and longest
+            sentence (:func:`~multitower.data.sentences.generate_sentences`).
     """
 
     n_unaligned: int = 2000
@@ -75,8 +79,14 @@ class SpeechCorpusConfig:
     pitches: tuple[int, ...] = (40, 60)
     sample_rate: int = 16000
     audio_format: str = "flac"
+    words_per_list: int | None = None
+    max_words: int = MAX_WORDS
 
     def __post_init__(self) -> None:
+        try:
+            check_grammar_args(self.words_per_list, self.max_words)
+        except ValueError as e:
+            raise ValueError(f"SpeechCorpusConfig.{e}") from None
         for name in ("voices", "rates", "pitches"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             if not getattr(self, name):

@@ -48,7 +48,7 @@ from typing import Protocol
 
 import torch
 
-from multitower.data.sentences import GENERATOR_VERSION, generate_unique_sentences
+from multitower.data.sentences import GENERATOR_VERSION, MAX_WORDS, generate_unique_sentences
 from multitower.data.speech.librispeech import (
     LibriSpeechWriter,
     Utterance,
@@ -147,8 +147,14 @@ class SynthesizerLike(Protocol):
 
 def corpus_hash(config: SpeechCorpusConfig, espeak_version: str) -> str:
     """Hash of everything that determines the corpus content."""
+    fields = asdict(config)
+    # Grammar settings at their defaults are left out, so corpora built before
+    # they existed keep their hash (and are reused, not rebuilt).
+    for name, default in (("words_per_list", None), ("max_words", MAX_WORDS)):
+        if fields[name] == default:
+            del fields[name]
     key = {
-        "config": asdict(config),
+        "config": fields,
         "format_version": CORPUS_FORMAT_VERSION,
         "generator_version": GENERATOR_VERSION,
         "espeak_version": espeak_version,
@@ -164,7 +170,9 @@ def plan_corpus(config: SpeechCorpusConfig) -> dict[str, list[tuple[str, int]]]:
         across all splits.
     """
     sizes = [config.n_test, config.n_aligned, config.n_unaligned]
-    sentences = generate_unique_sentences(sum(sizes), config.seed)
+    sentences = generate_unique_sentences(
+        sum(sizes), config.seed, words_per_list=config.words_per_list, max_words=config.max_words
+    )
     by_split = {
         "test": sentences[: sizes[0]],
         "aligned": sentences[sizes[0] : sizes[0] + sizes[1]],

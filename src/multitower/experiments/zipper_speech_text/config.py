@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from multitower.config import run_time_keys
+from multitower.data.sentences import MAX_WORDS
 from multitower.data.speech_config import SpeechCorpusConfig, UnitConfig
 from multitower.models.decoder_config import DecoderConfig
 from multitower.models.unit_recognizer_config import UnitRecognizerConfig
@@ -74,6 +75,11 @@ class CorpusSection:
     # text-tower pre-training text: "generated", "wordnet" (Debian's wordnet-base
     # example sentences) or the path of a text file with one sentence per line
     text_source: str = "generated"
+    # the grammar of every generated sentence (speech corpus and generated text):
+    # the first words_per_list words of each open word class (null: all of them)
+    # and the longest sentence in words
+    words_per_list: int | None = None
+    max_words: int = MAX_WORDS
 
     def __post_init__(self) -> None:
         if self.n_text < 1 or self.n_aligned < 1 or self.n_test < 1 or self.n_unaligned < 1:
@@ -90,6 +96,8 @@ class CorpusSection:
             voices=self.voices,
             rates=self.rates,
             pitches=self.pitches,
+            words_per_list=self.words_per_list,
+            max_words=self.max_words,
         )
 
 

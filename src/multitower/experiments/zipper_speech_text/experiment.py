@@ -121,7 +121,12 @@ class SpeechTextExperiment:
             c = self.cfg.corpus
             if c.text_source == "generated":
                 # Another seed than the speech corpus's sentences.
-                source = generate_sentences(c.n_text, seed=self.cfg.seed + 7919)
+                source = generate_sentences(
+                    c.n_text,
+                    seed=self.cfg.seed + 7919,
+                    words_per_list=c.words_per_list,
+                    max_words=c.max_words,
+                )
             elif c.text_source == "wordnet":
                 source = read_wordnet_examples()[: c.n_text]
             else:
@@ -228,6 +233,8 @@ class SpeechTextExperiment:
                 voices=c.voices,
                 rates=c.rates,
                 pitches=c.pitches,
+                words_per_list=c.words_per_list,
+                max_words=c.max_words,
             )
             root = self.run_dir / "scorer_corpus"
             log(f"scorer corpus: {root} ({n} utterances)")
