@@ -48,18 +48,23 @@ def test_pipeline_writes_results_and_every_model_beats_its_start(tiny_run):
     assert (tiny_run / "config.yaml").is_file()
 
 
-def test_the_grammar_settings_shape_both_the_text_and_the_speech_corpus(tiny_run):
+def test_the_grammar_settings_shape_the_generated_text_corpus(tmp_path):
+    from multitower.config import build_dataclass
     from multitower.data import wordlists
-    from multitower.data.speech.librispeech import read_librispeech
+    from multitower.experiments.zipper_speech_text.experiment import SpeechTextExperiment
 
-    text = (tiny_run / "text" / "sentences.txt").read_text().splitlines()
-    spoken = [u.transcript.lower() for u in read_librispeech(tiny_run / "corpus" / "aligned")]
-    assert len(text) > 1000 and len(spoken) == 48
-    for sentences in (text, spoken):
-        assert max(len(s.split()) for s in sentences) <= 12  # corpus.max_words
-        words = {w for s in sentences for w in s.split()}
-        # corpus.words_per_list: 10 keeps the first 10 people, none of the rest
-        assert not words & (set(wordlists.PEOPLE[10:]) - set(wordlists.PEOPLE[:10])), words
+    raw = {"corpus": {"n_text": 1500, "words_per_list": 10, "max_words": 12}}
+    experiment = SpeechTextExperiment(build_dataclass(SpeechTextConfig, raw, ""), tmp_path)
+    text = experiment.text_corpus(exclude=set())
+    assert len(text) > 1000
+    assert max(len(s.split()) for s in text) <= 12  # corpus.max_words
+    words = {w for s in text for w in s.split()}
+    # corpus.words_per_list: 10 keeps the first 10 people, none of the rest
+    assert not words & (set(wordlists.PEOPLE[10:]) - set(wordlists.PEOPLE[:10]))
+    assert words & set(wordlists.PEOPLE[:10])
+    # the speech corpus takes the same grammar (tests/data/test_speech_corpus.py)
+    speech = experiment.cfg.corpus.speech_corpus_config(seed=0)
+    assert (speech.words_per_list, speech.max_words) == (10, 12)
 
 
 def test_reported_wers_are_those_of_the_saved_model(tiny_run):
