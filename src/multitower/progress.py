@@ -189,6 +189,28 @@ class Progress:
             self._last_line = now
             self._emit(now)
 
+    def skip(self, n: int) -> None:
+        """Count ``n`` items found already done (the finished shards of a resumed build):
+        they are in the count shown, but not in the rate and the ETA, which measure this
+        run's work only. Items skipped before any work also restart the clock."""
+        if not self.enabled:
+            return
+        fresh = self.count == self.initial  # nothing done in this run yet
+        if fresh:
+            self.start = time.perf_counter()
+        self.initial += n
+        self.count += n
+        bar = self._bar
+        if bar is not None:  # tqdm's rate from its last drawn count, not from the skip
+            if fresh:
+                bar.reset()  # its clock and smoothed rate too
+                bar.n = bar.last_print_n = self.count
+            else:
+                bar.n += n
+                bar.last_print_n += n
+            bar.initial = self.initial
+            bar.refresh()
+
     def line(self, now: float | None = None) -> str:
         """The plain progress line (without timestamp)."""
         now = time.perf_counter() if now is None else now

@@ -95,6 +95,19 @@ def test_progress_off_override_and_a_directory_as_config(tmp_path, config, multi
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "progress: 'off'" in (tmp_path / "run" / "config.yaml").read_text()
+    # RUN_DIR/run.log, as `multitower run` writes it: the progress lines whatever the
+    # mode, and the final line; a resumed run appends to it
+    log = (tmp_path / "run" / "run.log").read_text().splitlines()
+    assert "] train run: 5/5 (100%) | loss " in log[0]
+    assert "] finished " in log[-1] and " at step 5: " in log[-1]
+    done = multitower_cli(
+        "train", str(config), "train.progress=off", "train.max_steps=8", "train.ckpt_every=5",
+        "--run-dir", str(tmp_path / "run"), "--resume",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "run" / "run.log").read_text().splitlines()
+    assert "] train run: 5/5 (100%) | loss " in log[0] and "] resumed " in log[2]
+    assert "] train run: 8/8 (100%) | loss " in log[3] and " at step 8: " in log[-1]
     done = multitower_cli("train", str(tmp_path))
     assert done.returncode == 2
     assert f"config file {tmp_path} is a directory; give the path of a YAML file" in done.stderr

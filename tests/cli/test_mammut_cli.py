@@ -110,6 +110,16 @@ def test_commands_report_bad_input(trained, capsys):
     assert "not a run directory" in capsys.readouterr().err
     assert main(["mammut", str(root / "tiny.yaml"), "model.cross_attn_every=9"]) == 2
     assert "cross_attn_every must lie in" in capsys.readouterr().err
+    tokenizer = run_dir / "tokenizer.json"
+    good = tokenizer.read_text()
+    try:  # a changed tokenizer is an error line naming it, not a traceback
+        tokenizer.write_text(good.replace('"vocab": {', '"vocab": {"zz": 99999, ', 1))
+        assert main(["caption", str(images / "0.png"), "--run-dir", str(run_dir)]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "SHA-256 differs" in err
+        assert f"error: cannot load the tokenizer: {tokenizer}: " in err
+    finally:
+        tokenizer.write_text(good)
 
 
 def test_generic_train_command_runs_the_recipe(tmp_path, capsys):

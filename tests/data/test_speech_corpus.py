@@ -7,6 +7,7 @@ import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import soundfile as sf
@@ -24,6 +25,7 @@ from multitower.data.speech.corpus import (
 from multitower.data.speech.librispeech import LibriSpeechWriter, read_librispeech
 from multitower.data.speech.phones import PhoneAlignment
 from multitower.data.speech.synth import Synthesizer, Voice
+from multitower.progress import Progress
 
 
 def _tone(seconds: float, freq: float = 220.0, sr: int = 16000) -> torch.Tensor:
@@ -272,8 +274,18 @@ def test_interrupted_build_resumes_from_its_finished_shards(
         )
     assert not out.exists()
     counting = _CrashingSynth(synth, fail_after=10**6)
+    bars: list[Progress] = []
+
+    class Recorded(Progress):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(corpus_module, "Progress", Recorded)
     corpus = build_speech_text_corpus(out, TINY, quiet=True, synthesizer=counting)
     assert counting.calls == 13 - 6  # only what was not recorded is synthesised again
+    # the count shown is all 13, the rate and the ETA count only the 7 made now
+    assert [(bar.count, bar.count - bar.initial) for bar in bars] == [(13, 7)]
     assert not corpus.reused and corpus.phones("aligned")
     # the same bytes as an uninterrupted build: audio, transcripts, phones, manifest
     assert _all_files_digest(out) == _all_files_digest(tmp_path / "fresh")

@@ -107,6 +107,9 @@ def test_systems_in_two_processes_give_the_sequential_results(video_run, tmp_pat
     log = (parallel / "run.log").read_text()
     assert "4 systems in 2 processes (1 thread(s) each)" in log
     assert "training frames_f6" in log and "evaluating tubes_f4" in log  # the workers' lines
+    # with their stage's place: train and eval of each system in SYSTEMS order
+    assert "(stage 7 of 8) training frames_f6" in log
+    assert "(stage 2 of 8) evaluating tubes_f4" in log
 
 
 def test_rerun_resumes_instead_of_retraining(video_run, capsys):
@@ -119,7 +122,9 @@ def test_rerun_resumes_instead_of_retraining(video_run, capsys):
     args = ["--run-dir", str(run_dir), "--jobs", "1", "--threads", "1"]
     assert main(["mammut-video", str(config), *args]) == 0
     log = (run_dir / "run.log").read_text()
-    assert "resumed frames_f6 at step 6" in log
+    assert "(stage 7 of 8)   resumed frames_f6 at step 6" in log
+    # its evaluation's own place, though its training is not yet marked finished
+    assert "(stage 8 of 8) evaluating frames_f6" in log
     assert log.count("training tubes_f4") == 1  # finished systems are not trained again
     assert (run_dir / "tubes_f4" / "train" / "metrics.jsonl").read_text() == before
     capsys.readouterr()

@@ -135,6 +135,10 @@ def test_rerun_skips_finished_stages_and_redoes_a_missing_one(tiny_run, capsys):
     assert after["finetune_zipper_1"] == before  # not retrained
     assert "finetune_baseline_1" in after
     assert (tiny_run / "finetune" / "baseline_1" / "model" / "model.safetensors").is_file()
+    # the resumed run's lines carry each stage's own place, not the finished stages + 1
+    err = capsys.readouterr().err
+    assert "(stage 1 of 14) corpus: " in err
+    assert "(stage 14 of 14) finetune baseline on 100% of the aligned pairs" in err  # the last
 
 
 def test_parallel_finetunes_give_the_rows_of_sequential_ones(tiny_run):
@@ -362,8 +366,14 @@ def test_run_log_holds_the_stages_and_progress_lines_of_a_quiet_run(tiny_run):
     assert "(stage 1 of 14) corpus: " in log
     assert "speech corpus (stage 1 of 14): 104/104 (100%)" in log
     assert "train pretrain_text (stage 6 of 14): 60/60 (100%) | loss " in log
+    # each stage its own place in plan(), not the finished stages plus one: the
+    # recogniser (8th) and its decoder tuning (9th) run before the speech tower (7th)
+    # with --jobs 1, while pretrain_speech is still unfinished
+    assert "train recognizer (stage 8 of 14): " in log
+    assert "(stage 9 of 14) recognizer: tuning the decoder on " in log
+    assert "train pretrain_speech (stage 7 of 14): " in log
     assert "train zipper_1 (stage 12 of 14): 40/40 (100%) | loss " in log
-    assert "(stage 14 of 14) done: results in " in log
+    assert "] done: results in " in log  # after the last stage, in none
 
 
 def test_plot_on_an_experiment_directory_plots_every_stage(tiny_run, tmp_path, multitower_cli):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -71,16 +72,23 @@ def test_weights_that_do_not_match_the_config_are_listed(tmp_path):
 
 def test_flipped_bytes_in_the_weights_are_detected(tmp_path):
     save_pretrained(DecoderTower(TEXT), tmp_path / "tower")
-    manifest = json.loads((tmp_path / "tower" / "hashes.json").read_text())
-    assert list(manifest["sha256"]) == ["model.safetensors"]
+    manifest_data = json.loads((tmp_path / "tower" / "hashes.json").read_text())
+    assert list(manifest_data["sha256"]) == ["model.safetensors"]
     path = tmp_path / "tower" / "model.safetensors"
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x01  # one bit of the last tensor's data: the file still parses
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"model\.safetensors: SHA-256 .* differs"):
         load_pretrained(tmp_path / "tower")
-    (tmp_path / "tower" / "hashes.json").unlink()  # saved before manifests: loads unchecked
-    load_pretrained(tmp_path / "tower")
+    # deleting the manifest does not turn the check off: the load is refused by name
+    (tmp_path / "tower" / "hashes.json").unlink()
+    manifest = re.escape(str(tmp_path / "tower" / "hashes.json"))
+    with pytest.raises(FileNotFoundError, match=rf"^{manifest} is missing: it records"):
+        load_pretrained(tmp_path / "tower")
+    # a manifest that does not list the weights is refused too
+    (tmp_path / "tower" / "hashes.json").write_text(json.dumps({**manifest_data, "sha256": {}}))
+    with pytest.raises(ValueError, match=r"hashes\.json does not list model\.safetensors"):
+        load_pretrained(tmp_path / "tower")
 
 
 def test_unknown_config_key_and_missing_files(tmp_path):

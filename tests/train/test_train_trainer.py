@@ -366,3 +366,29 @@ def test_tokens_per_s_counts_throughput_tokens_not_the_loss_weight(tmp_path, mon
         rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
         rates.append([r["tokens_per_s"] for r in rows if "tokens_per_s" in r])
     assert [round(b / a) for a, b in zip(*rates)] == [50, 50]
+
+
+def test_progress_rate_and_eta_count_only_this_runs_items() -> None:
+    """Items found done (a resumed corpus's finished shards) are in the count shown but
+    not in the rate or the ETA: 40 skipped, then 10 made in 10 s is 1 item/s, 50 s left."""
+    import io
+
+    from multitower.progress import Progress
+
+    progress = Progress(100, "speech corpus", unit="utterances", stream=io.StringIO())
+    progress.skip(40)
+    progress.update(50)
+    line = progress.line(now=progress.start + 10.0)
+    assert line == "speech corpus: 50/100 (50%) | 1.00 utterances/s | ETA 0:50"
+    progress.skip(20)  # finished items later in the loop do not speed it up either
+    assert progress.line(now=progress.start + 10.0).endswith(
+        "70/100 (70%) | 1.00 utterances/s | ETA 0:30"
+    )
+
+    stream = io.StringIO()  # the tqdm bar: the same count, its rate from this run's items
+    bar = Progress(100, "speech corpus", unit="utterances", mode="on", stream=stream)
+    bar.skip(40)
+    assert bar._bar.n == 40 and bar._bar.initial == 40
+    bar.update(41)
+    bar.close()
+    assert "41/100" in stream.getvalue().split("\r")[-1]

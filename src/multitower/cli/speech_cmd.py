@@ -40,7 +40,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_components(run_dir: Path, model_name: str | None) -> SpeechComponents:
-    """Load tokenizers and one model; a missing piece is a clear error naming it."""
+    """Load tokenizers and one model; a missing or corrupted piece is a clear error naming it.
+
+    Raises:
+        UserError: a missing, unreadable or changed file (naming it), or an unknown model.
+    """
     from multitower.data.speech.units import SpeechUnitTokenizer
     from multitower.data.tokenizer import TextTokenizer
     from multitower.models.pretrained import load_pretrained
@@ -62,14 +66,19 @@ def load_components(run_dir: Path, model_name: str | None) -> SpeechComponents:
     for what, path in paths.items():
         if not path.exists():
             raise UserError(f"{run_dir}: the {what} is missing ({path})")
+    # the tokenizers first: cheap, and a changed or corrupted file (its SHA-256 differs
+    # from the recorded one) is an error line naming it, like the model's, not a traceback
+    try:
+        text_tokenizer = TextTokenizer.load(paths["text tokenizer"])
+    except (ValueError, OSError) as err:
+        raise UserError(f"cannot load the text tokenizer: {err}") from err
+    try:
+        unit_tokenizer = SpeechUnitTokenizer.load(paths["unit tokenizer"])
+    except (ValueError, OSError) as err:
+        raise UserError(f"cannot load the unit tokenizer: {err}") from err
     try:
         model = load_pretrained(paths["model"])
     except (ValueError, OSError) as err:
         raise UserError(f"cannot load model {name!r}: {err}") from err
     model.eval()
-    return SpeechComponents(
-        TextTokenizer.load(paths["text tokenizer"]),
-        SpeechUnitTokenizer.load(paths["unit tokenizer"]),
-        model,
-        name,
-    )
+    return SpeechComponents(text_tokenizer, unit_tokenizer, model, name)

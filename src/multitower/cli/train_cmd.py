@@ -5,7 +5,8 @@
 The config names a recipe (``recipe: toy_lm``), a ``train`` section
 (:class:`~multitower.train.trainer.TrainConfig`) and the recipe's own sections.
 Every section is validated before anything is built. The resolved config is
-written to ``RUN_DIR/config.yaml``. ``--resume`` continues from the newest intact
+written to ``RUN_DIR/config.yaml``; the progress lines, the resume and the final
+line are appended to ``RUN_DIR/run.log`` (as ``multitower run`` does). ``--resume`` continues from the newest intact
 checkpoint of the run directory (or starts afresh when there is none).
 Under ``torchrun`` set ``train.distributed=ddp`` (or ``fsdp``).
 """
@@ -13,6 +14,7 @@ Under ``torchrun`` set ``train.distributed=ddp`` (or ``fsdp``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -29,6 +31,7 @@ from multitower.config import (
 from multitower.errors import UserError
 from multitower.experiments.recipes import resolve_config
 from multitower.io import write_text_atomic
+from multitower.progress import log_line, run_log
 from multitower.train.checkpoint import list_checkpoints
 from multitower.train.trainer import Trainer
 
@@ -83,28 +86,36 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             _warn_config_changes(config_path, resolved.to_dict())
         write_text_atomic(config_path, dump_yaml(resolved.to_dict()))
-    try:
-        trainer = Trainer(
-            recipe.model,
-            recipe.task,
-            recipe.dataset,
-            recipe.collate_fn,
-            resolved.train,
-            run_dir,
-            eval_fn=recipe.eval_fn,
-        )
-    except ValueError as err:  # device, precision, batch split or dataset size
-        raise UserError(f"cannot set up training: {err}") from err
-    if args.resume:
-        step = trainer.resume()
-        if is_main:
-            print(
-                f"resumed {run_dir} at step {step}"
-                if step
-                else f"no checkpoint in {run_dir}: starting at step 0"
+    # only rank 0 writes the run's log, as it writes everything else
+    with run_log(run_dir / "run.log") if is_main else contextlib.nullcontext():
+        try:
+            trainer = Trainer(
+                recipe.model,
+                recipe.task,
+                recipe.dataset,
+                recipe.collate_fn,
+                resolved.train,
+                run_dir,
+                eval_fn=recipe.eval_fn,
             )
-    metrics = trainer.fit()
-    if is_main:
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-        print(f"finished {run_dir} at step {trainer.step}: {shown}")
+        except ValueError as err:  # device, precision, batch split or dataset size
+            raise UserError(f"cannot set up training: {err}") from err
+        if args.resume:
+            step = trainer.resume()
+            if is_main:
+                _report(
+                    f"resumed {run_dir} at step {step}"
+                    if step
+                    else f"no checkpoint in {run_dir}: starting at step 0"
+                )
+        metrics = trainer.fit()
+        if is_main:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+            _report(f"finished {run_dir} at step {trainer.step}: {shown}")
     return 0
+
+
+def _report(message: str) -> None:
+    """``message`` on stdout, and timestamped in the run log."""
+    print(message)
+    log_line(message, stderr=False)

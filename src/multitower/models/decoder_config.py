@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multitower.nn.checks import NORM_KINDS, check_heads
+from multitower.nn.checks import NORM_KINDS, check_heads, check_numbers
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,20 @@ class DecoderConfig:
     eos_id: int = 2
 
     def __post_init__(self) -> None:
+        check_numbers(
+            self,
+            ints=(
+                "vocab_size",
+                "d_model",
+                "num_layers",
+                "num_heads",
+                "max_seq_len",
+                "pad_id",
+                "bos_id",
+                "eos_id",
+            ),
+            floats=("mlp_ratio", "rope_base"),
+        )
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from multitower.nn.checks import check_numbers
+
 
 @dataclass(frozen=True)
 class DetectionHeadConfig:
@@ -37,6 +39,11 @@ class DetectionHeadConfig:
     class_table: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers(
+            self,
+            ints=("box_hidden", "box_layers", "class_table"),
+            floats=("init_class_scale", "max_class_scale", "prior_prob"),
+        )
         if not isinstance(self.box_hidden, int) or self.box_hidden < 0:
             raise ValueError(
                 f"DetectionHeadConfig.box_hidden must be an int >= 0, got {self.box_hidden!r}"

@@ -9,6 +9,9 @@ dataclass. A saved model is a directory with
 * ``hashes.json``: the SHA-256 of ``model.safetensors``, checked by
   :func:`load_weights` (``config.json`` is not hashed: every field is checked by
   name when it is read, and a changed shape is caught by the strict loader).
+  A saved model without it is refused (``load_weights(..., require_hash=True)``, as
+  :func:`~multitower.models.pretrained.load_pretrained` loads): a deleted manifest
+  would otherwise turn the check off unnoticed.
 
 Files are written atomically (:mod:`multitower.io`).
 
@@ -33,7 +36,13 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from multitower.io import verify_hashes, write_bytes_atomic, write_hashes, write_text_atomic
+from multitower.io import (
+    HASHES_NAME,
+    verify_hashes,
+    write_bytes_atomic,
+    write_hashes,
+    write_text_atomic,
+)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -241,21 +250,38 @@ def load_config_json(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+def load_weights(
+    model: nn.Module, path: str | os.PathLike[str], *, require_hash: bool = False
+) -> None:
     """Load a safetensors file (or a directory holding ``model.safetensors``) into ``model``.
 
     When the file's directory has a ``hashes.json`` listing it, its SHA-256 is
-    checked first.
+    checked first. With ``require_hash`` (a model saved by :func:`save_model`) the
+    manifest must be there and list it; without, a file with no manifest (a training
+    checkpoint's weights, which its own manifest covers) loads unchecked.
 
     Raises:
-        FileNotFoundError: no weights file.
-        ValueError: the file's hash differs from the recorded one, or keys or shapes
-            differ (see :func:`load_state_strict`).
+        FileNotFoundError: no weights file, or (``require_hash``) no ``hashes.json``
+            beside it.
+        ValueError: the file's hash differs from the recorded one, (``require_hash``)
+            the manifest does not list it, or keys or shapes differ (see
+            :func:`load_state_strict`).
     """
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_NAME
     if path.is_file():
-        verify_hashes(path.parent, [path.name])
+        listed = verify_hashes(path.parent, [path.name])
+        manifest = path.parent / HASHES_NAME
+        if require_hash and not manifest.is_file():
+            raise FileNotFoundError(
+                f"{manifest} is missing: it records the SHA-256 of {path.name}, which is "
+                "checked before loading; save the model again (save_pretrained)"
+            )
+        if require_hash and not listed:
+            raise ValueError(
+                f"{manifest} does not list {path.name}, so its SHA-256 cannot be checked; "
+                "save the model again (save_pretrained)"
+            )
     tensors, _ = load_safetensors(path)
     load_state_strict(model, tensors, source=str(path))

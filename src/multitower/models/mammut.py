@@ -35,6 +35,7 @@ from torch import nn
 from multitower.models.decoder import check_token_range
 from multitower.models.vit import ViT, ViTConfig
 from multitower.nn import CrossAttentionBlock, TransformerStack, check_heads, make_norm
+from multitower.nn.checks import check_numbers
 from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
@@ -85,6 +86,11 @@ class MaMMUTConfig:
 
     def __post_init__(self) -> None:
         sizes = ("vocab_size", "d_model", "num_layers", "num_heads", "embed_dim", "max_seq_len")
+        check_numbers(
+            self,
+            ints=(*sizes, "cross_attn_every", "pad_id", "bos_id", "eos_id"),
+            floats=("mlp_ratio", "rope_base", "init_temperature", "max_logit_scale"),
+        )
         for name in sizes:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

@@ -76,12 +76,14 @@ def load_pretrained(directory: str | os.PathLike[str], expected: type[M] | None 
     """Load a model saved with :func:`save_pretrained`.
 
     Args:
-        directory: holds ``config.json`` and ``model.safetensors``.
+        directory: holds ``config.json``, ``model.safetensors`` and ``hashes.json``.
         expected: the class the caller needs; another ``model_type`` is an error.
 
     Raises:
-        FileNotFoundError: a missing file.
-        ValueError: another model type, an unknown model type, a config key that is
+        FileNotFoundError: a missing file (``hashes.json`` included: a model saved
+            without one, or whose manifest was deleted, is refused).
+        ValueError: a weights file whose SHA-256 differs from the recorded one, another
+            model type, an unknown model type, a config key that is
             unknown, missing or of the wrong type (a :class:`ConfigError`), or weights
             whose keys or shapes do not match the config (every difference is listed).
     """
@@ -92,7 +94,7 @@ def load_pretrained(directory: str | os.PathLike[str], expected: type[M] | None 
             f"{expected.__name__!r}"
         )
     model = build_from_config_dict(data, source=str(Path(directory) / CONFIG_NAME))
-    load_weights(model, Path(directory))
+    load_weights(model, Path(directory), require_hash=True)
     return model  # type: ignore[return-value]
 
 

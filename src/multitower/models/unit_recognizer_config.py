@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multitower.nn.checks import NORM_KINDS, check_heads
+from multitower.nn.checks import NORM_KINDS, check_heads, check_numbers
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,19 @@ class UnitRecognizerConfig:
     rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
+        check_numbers(
+            self,
+            ints=(
+                "unit_vocab_size",
+                "num_chars",
+                "d_model",
+                "num_layers",
+                "num_heads",
+                "upsample",
+                "max_len",
+            ),
+            floats=("mlp_ratio", "rope_base"),
+        )
         for name in (
             "unit_vocab_size",
             "d_model",

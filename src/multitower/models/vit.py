@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multitower.nn import TransformerStack, check_heads, make_norm
+from multitower.nn.checks import check_numbers
 from multitower.nn.init import init_transformer_
 from multitower.nn.norms import NORM_KINDS
 
@@ -69,6 +70,19 @@ class ViTConfig:
     pos_emb_upsample: int = 4
 
     def __post_init__(self) -> None:
+        check_numbers(
+            self,
+            ints=(
+                "image_size",
+                "patch_size",
+                "d_model",
+                "num_layers",
+                "num_heads",
+                "channels",
+                "pos_emb_upsample",
+            ),
+            floats=("mlp_ratio",),
+        )
         for name in ("image_size", "patch_size", "d_model", "num_layers", "num_heads", "channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

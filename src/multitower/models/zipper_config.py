@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from multitower.models.decoder_config import DecoderConfig
 from multitower.models.hf_tower_config import HFTowerConfig
+from multitower.nn.checks import check_numbers
 
 INPUT_PROJECTIONS = ("paper", "residual", "none")
 
@@ -60,6 +61,17 @@ class ZipperConfig:
                 )
             if not name.isidentifier():
                 raise ValueError(f"towers: name {name!r} must be a Python identifier")
+        check_numbers(
+            self,
+            ints=("cross_attention_every",),
+            floats=("input_projection_ratio", "fusion_mlp_ratio", "cross_rope_base"),
+        )
+        for key, interval in self.pair_intervals.items():
+            if isinstance(interval, bool) or not isinstance(interval, int):
+                raise ValueError(
+                    f"ZipperConfig.pair_intervals[{key!r}] must be an int, got {interval!r} "
+                    f"({type(interval).__name__})"
+                )
         if self.input_projection not in INPUT_PROJECTIONS:
             raise ValueError(
                 f"input_projection must be one of {INPUT_PROJECTIONS}, got {self.input_projection!r}"

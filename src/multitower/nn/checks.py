@@ -20,3 +20,29 @@ def check_heads(d_model: int, num_heads: int) -> int:
             f"allowed num_heads are divisors of {d_model}"
         )
     return d_model // num_heads
+
+
+def check_numbers(
+    config: object, *, ints: tuple[str, ...] = (), floats: tuple[str, ...] = ()
+) -> None:
+    """Raise when a field of the config dataclass ``config`` named in ``ints`` is not an
+    int or one named in ``floats`` is not a number (an int is one); a bool is neither.
+
+    A config built in Python gets the same type check as one read from a file (where
+    :func:`multitower.config.build_dataclass` does it), before any comparison could
+    fail with a bare ``'<=' not supported`` or a bool pass as ``1``.
+
+    Raises:
+        ValueError: naming the class, the field and the value, e.g.
+            ``DecoderConfig.d_model must be an int, got '128' (str)``.
+    """
+    kinds = [(name, int, "an int") for name in ints] + [
+        (name, (int, float), "a number") for name in floats
+    ]
+    for name, allowed, what in kinds:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise ValueError(
+                f"{type(config).__name__}.{name} must be {what}, got {value!r} "
+                f"({type(value).__name__})"
+            )

@@ -24,7 +24,7 @@ from multitower.train.trainer import TrainConfig, Trainer
 
 def log(message: str) -> None:
     """Print a timestamped progress line to stderr (and the run log, when one is active),
-    after the run's "stage k of n" when the stages are planned (:meth:`Stages.plan`)."""
+    after the running stage's "stage k of n" (:meth:`Stages.plan`, :meth:`Stages.begin`)."""
     stage = stage_label()
     log_line(f"({stage}) {message}" if stage else message)
 
@@ -37,20 +37,42 @@ class Stages:
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         # set in worker processes that share the run directory: only one process writes
         self.read_only = False
+        self.planned: list[str] = []
+        self.current: str | None = None  # the stage this process runs now (:meth:`begin`)
 
     def get(self, name: str) -> Any:
         return self.data.get(name)
 
     def plan(self, names: list[str]) -> None:
-        """Declare the run's stages in the order they run, for "stage k of n" in progress
-        lines: the current stage is the first planned one not yet marked finished."""
-        planned = list(names)
+        """Declare the run's stages in plan order, for "stage k of n" in progress lines.
 
-        def counter() -> tuple[int, int]:
-            done = next((i for i, n in enumerate(planned) if not self.data.get(n)), len(planned))
-            return min(done + 1, len(planned)), len(planned)
+        A line carries the place in this list of the stage named by the last
+        :meth:`begin`, not a count of the finished stages: stages that run at the same
+        time (in other processes) or out of order, and a stage redone on a resume,
+        keep their own number. Before any :meth:`begin` lines carry none.
+        """
+        self.planned, self.current = list(names), None
+
+        def counter() -> tuple[int, int] | None:
+            if self.current is None:
+                return None
+            return self.planned.index(self.current) + 1, len(self.planned)
 
         set_stage_counter(counter)
+
+    def begin(self, name: str | None) -> None:
+        """Label the lines that follow with the planned stage ``name``'s place
+        (``None``: no label, for lines that belong to no single stage). Outside a
+        planned run (no :meth:`plan`) it changes nothing.
+
+        Raises:
+            ValueError: ``name`` is not in the plan.
+        """
+        if not self.planned:
+            return
+        if name is not None and name not in self.planned:
+            raise ValueError(f"stage {name!r} is not one of the planned {self.planned}")
+        self.current = name
 
     def mark(self, name: str, info: Any = True) -> None:
         """Record ``name`` as finished with ``info`` (a no-op when already recorded so).

@@ -357,7 +357,7 @@ def _build_into(
                 if done is not None:
                     for n_samples in done:  # summed one by one, as when synthesised
                         seconds += n_samples / config.sample_rate
-                    progress.update(progress.count + len(items))
+                    progress.skip(len(items))  # made by an earlier run: not in the rate
                     continue
                 entries = []
                 for sentence, speaker_id, index in items:

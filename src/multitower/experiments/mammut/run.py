@@ -274,7 +274,10 @@ def load_run(run_dir: Path, *, device: str = "cpu") -> LoadedRun:
     model.to(device).eval()
     tokenizer_path = run_dir / TOKENIZER_NAME
     if tokenizer_path.is_file():
-        tokenizer = TextTokenizer.load(tokenizer_path)
+        try:
+            tokenizer = TextTokenizer.load(tokenizer_path)
+        except ValueError as err:  # changed or corrupted (names the file)
+            raise UserError(f"cannot load the tokenizer: {err}") from err
     else:
         data_cfg = resolved.sections["data"]
         tokenizer = build_tokenizer(

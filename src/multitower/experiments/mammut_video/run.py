@@ -234,7 +234,7 @@ def run_experiment(
     start = starting_point(cfg)
     stages = Stages(run_dir)
     names = [system_name(e, f) for e, f in cfg.video.systems]
-    stages.plan([f"{what} {name}" for name in names for what in ("train", "eval")])
+    stages.plan(_plan(cfg))
     pending = [(e, f) for e, f in cfg.video.systems if not stages.get(f"eval {system_name(e, f)}")]
     if pending:
         _save_tokenizer(cfg, start, run_dir, pending[0][1])
@@ -265,6 +265,14 @@ def run_experiment(
         "model": to_plain(start.model_config),
         "seconds": time.perf_counter() - start_time,
     }
+
+
+def _plan(cfg: VideoRunConfig) -> list[str]:
+    """The run's stages, for "stage k of n" in progress lines: each system's training,
+    then its evaluation."""
+    return [
+        f"{what} {system_name(e, f)}" for e, f in cfg.video.systems for what in ("train", "eval")
+    ]
 
 
 def _save_tokenizer(cfg: VideoRunConfig, start: Start, run_dir: Path, num_frames: int) -> None:
@@ -353,9 +361,11 @@ def _system_job(
         name = system_name(encoder, num_frames)
         stages = Stages(root)
         stages.read_only = True  # the caller marks the stages (only one process writes)
+        stages.plan(_plan(cfg))  # its lines carry their stage's place
         model, trained = _trained_system(
             cfg, start, stages, root, encoder, num_frames, train, tokenizer
         )
+        stages.begin(f"eval {name}")
         log(f"evaluating {name} on {len(evalset.data)} clips")
         result = evaluate_system(
             model, evalset, tokenizer, cfg.eval, train_qa=train_qa, beam=beam,
@@ -402,6 +412,7 @@ def _trained_system(
     """The system trained on ``train_examples`` (loaded when ``train <system>`` is done)
     and the ``train <system>`` stage's record (None when it was loaded)."""
     name = system_name(encoder, num_frames)
+    stages.begin(f"train {name}")
     model_dir = run_dir / name / MODEL_DIR
     if stages.get(f"train {name}"):
         return load_pretrained(model_dir, MaMMUTVideo), None

@@ -99,6 +99,7 @@ class SpeechTextExperiment:
     # -- data --------------------------------------------------------------------------------
     def corpus(self) -> dict[str, list[tuple[str, str, Path]]]:
         """Splits -> [(utterance id, transcript, audio path)]."""
+        self.stages.begin("corpus")
         c = self.cfg.corpus
         corpus_cfg = c.speech_corpus_config(seed=self.cfg.seed)
         root = Path(c.dir) if c.dir else self.run_dir / "corpus"
@@ -116,6 +117,7 @@ class SpeechTextExperiment:
 
     def text_corpus(self, exclude: set[str]) -> list[str]:
         """Sentences for text-tower pre-training, without the held-out test sentences."""
+        self.stages.begin("text_corpus")
         path = self.run_dir / "text" / "sentences.txt"
         if not self.stages.get("text_corpus"):
             c = self.cfg.corpus
@@ -139,6 +141,7 @@ class SpeechTextExperiment:
         return path.read_text().splitlines()
 
     def text_tokenizer(self, sentences: list[str]) -> TextTokenizer:
+        self.stages.begin("text_tokenizer")
         if self.cfg.text_tower_source is not None:  # the HF model's own
             return hf_text_tower.text_tokenizer(self.cfg, self.run_dir, self.stages)
         path = self.run_dir / "text" / "tokenizer.json"
@@ -156,6 +159,7 @@ class SpeechTextExperiment:
         return TextTokenizer.load(path)
 
     def unit_tokenizer(self, unaligned: list[tuple[str, str, Path]]) -> SpeechUnitTokenizer:
+        self.stages.begin("unit_tokenizer")
         path = self.run_dir / "units" / "tokenizer"
         if not self.stages.get("unit_tokenizer"):
             log(
@@ -171,6 +175,7 @@ class SpeechTextExperiment:
     def encode_units(
         self, tok: SpeechUnitTokenizer, splits: dict[str, list[tuple[str, str, Path]]]
     ) -> dict[str, list[list[int]]]:
+        self.stages.begin("encode_units")
         path = self.run_dir / "units" / "encoded.json"
         if not self.stages.get("encode_units"):
             log("units: encoding every split")
@@ -219,6 +224,7 @@ class SpeechTextExperiment:
         seed) whose sentences in ``exclude`` (the test and held-out pairs') are
         dropped. No system compared ever sees it.
         """
+        self.stages.begin("recognizer")  # the scorer corpus is the recogniser's training data
         n = self.cfg.recognizer.scorer_corpus
         if n == 0:
             return []
@@ -253,6 +259,7 @@ class SpeechTextExperiment:
     def text_tower(self, text_tok: TextTokenizer, sentences: list[str]) -> DecoderTower | HFTower:
         """The text tower: pre-trained on ``sentences``, or read from ``text_tower_source``."""
         cfg = self.cfg
+        self.stages.begin("pretrain_text")
         if cfg.text_tower_source is not None:
             return hf_text_tower.load_text_tower(cfg, text_tok, self.stages)
         text_cfg = tower_config(cfg.text_tower, text_tok.vocab_size)
@@ -271,6 +278,7 @@ class SpeechTextExperiment:
     ) -> DecoderTower:
         """The pre-trained tower ``name``, trained now unless its stage is finished
         (``mark=False``: a worker process, which leaves the marking to its parent)."""
+        self.stages.begin(f"pretrain_{name}")
         stage_dir = self.run_dir / f"pretrain_{name}"
         if not self.stages.get(f"pretrain_{name}"):
             log(
@@ -322,6 +330,7 @@ class SpeechTextExperiment:
             save_decoder,
         )
 
+        self.stages.begin("recognizer")
         stage_dir = self.run_dir / "recognizer"
         r = self.cfg.recognizer
         held = set(valid_idx) if r.hold_out_valid else set()
@@ -349,6 +358,7 @@ class SpeechTextExperiment:
             )
             self.stages.mark("recognizer", True)
         model, alphabet = load_recognizer(stage_dir)
+        self.stages.begin("recognizer_eval")  # tuning the decoder is scoring on held-out pairs
         if not self.stages.get("recognizer_decoder"):
             valid = [(aligned_units[i], aligned_text[i]) for i in sorted(held)]
             decoder, info = self._scorer_decoder(model, alphabet, valid, sentences)
@@ -395,7 +405,10 @@ class SpeechTextExperiment:
 
     # -- the run -----------------------------------------------------------------------------
     def plan(self) -> list[str]:
-        """Every stage, in the order they run ("stage k of n" in progress lines, run.log)."""
+        """Every stage, in plan order: "stage k of n" in progress lines and run.log is a
+        stage's place here. ``pretrain_speech`` runs beside ``pretrain_text`` and the
+        recogniser with ``jobs > 1``, after ``recognizer_eval`` otherwise; the scorer
+        corpus counts as part of ``recognizer``, the decoder tuning of ``recognizer_eval``."""
         cfg = self.cfg
         return (
             ["corpus", "text_corpus", "text_tokenizer", "unit_tokenizer", "encode_units"]
@@ -477,6 +490,7 @@ class SpeechTextExperiment:
         from multitower.experiments.zipper_speech_text.recognizer import transcribe
         from multitower.experiments.zipper_speech_text.text_decoder import character_error_rate
 
+        self.stages.begin("recognizer_eval")
         if not self.stages.get("recognizer_eval"):
             real = [u for u, _ in test]
             hyps = transcribe(recognizer, alphabet, real, decoder=decoder)
@@ -514,6 +528,7 @@ class SpeechTextExperiment:
         from multitower.experiments.zipper_speech_text.evaluate import evaluate_system
 
         cfg = self.cfg
+        self.stages.begin(f"finetune_{system}_{fraction:g}")
         started = time.time()
         n = max(1, math.ceil(fraction * len(prep.pool)))
         subset = [prep.aligned[i] for i in prep.pool[:n]]  # nested: 1% within 10% within 100%
@@ -614,6 +629,7 @@ class SpeechTextExperiment:
                 log(eta.finished((system, fraction), row["seconds"]))
         else:
             self._finetune_in_parallel(todo, jobs, eta)
+        self.stages.begin(None)  # what follows belongs to no single stage
         results = [
             self.stages.get(f"finetune_{s}_{f:g}") for f in cfg.fractions for s in cfg.runs(f)
         ]
@@ -656,6 +672,7 @@ class SpeechTextExperiment:
         fine-tunes still running (they resume from their checkpoints)."""
         threads = torch.get_num_threads()  # already divided by jobs (run)
         order = sorted(todo, key=lambda job: -self.cfg.steps(job[1]) * job[1])
+        self.stages.begin(None)  # several fine-tunes at once: their lines carry their own
         log(f"fine-tuning {len(order)} systems in {jobs} processes ({threads} thread(s) each)")
         names = {f"{s}_{f:g}": (s, f) for s, f in order}
         graph = {
@@ -665,9 +682,11 @@ class SpeechTextExperiment:
 
         def record(name: str, row: dict[str, Any]) -> None:
             self.stages.mark(f"finetune_{name}", row)
+            self.stages.begin(f"finetune_{name}")
             log(eta.finished(names[name], row["seconds"]))
 
         def estimate() -> None:  # a whole-run estimate every few minutes, from the steps done
+            self.stages.begin(None)
             log(eta.progress({job: trained_steps(self._train_dir(*job)) for job in eta.left}))
 
         run_jobs(graph, jobs, record, on_idle=estimate, idle_s=PROGRESS_EVERY_S)
@@ -723,6 +742,7 @@ def _worker_experiment(
     with run_log(Path(run_dir) / "run.log"):
         experiment = SpeechTextExperiment(cfg, run_dir, quiet=quiet)
         experiment.stages.read_only = True
+        experiment.stages.plan(experiment.plan())  # its lines carry their stage's place too
         yield experiment
 
 
