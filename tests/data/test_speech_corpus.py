@@ -312,9 +312,9 @@ def test_corpus_config_validation() -> None:
     with pytest.raises(ValueError, match="unknown fields"):
         SpeechCorpusConfig.from_dict({"n_test": 1, "colour": "red"})
     assert SpeechCorpusConfig(voices=["en"]).voices == ("en",)  # lists become tuples
-    with pytest.raises(ValueError, match="SpeechCorpusConfig.words_per_list"):
+    with pytest.raises(ValueError, match=r"SpeechCorpusConfig\.words_per_list"):
         SpeechCorpusConfig(words_per_list=0)
-    with pytest.raises(ValueError, match="SpeechCorpusConfig.max_words"):
+    with pytest.raises(ValueError, match=r"SpeechCorpusConfig\.max_words"):
         SpeechCorpusConfig(max_words=1)
 
 

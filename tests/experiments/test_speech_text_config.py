@@ -269,5 +269,5 @@ def test_corpus_grammar_settings_are_checked_and_passed_to_the_corpus() -> None:
     for bad, field in (({"words_per_list": 1}, "words_per_list"), ({"max_words": 2}, "max_words")):
         with pytest.raises((ValueError, ConfigError), match=field):
             corpus(**bad)
-    with pytest.raises(ConfigError, match="corpus.words_per_list"):
+    with pytest.raises(ConfigError, match=r"corpus\.words_per_list"):
         corpus(words_per_list="ten")
