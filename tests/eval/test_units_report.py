@@ -231,3 +231,20 @@ def test_units_report_errors(
         path.unlink()
     assert main(["units-report", str(tmp_path / "old")]) == 1
     assert "no phone labels" in capsys.readouterr().err
+
+
+def test_a_truncated_report_set_holds_every_speaker() -> None:
+    from types import SimpleNamespace
+
+    from multitower.eval.units import speaker_balanced
+
+    # stored speaker by speaker, as a corpus split is
+    utts = [SimpleNamespace(speaker=s, id=f"{s}-{i}") for s in "abcd" for i in range(5)]
+    picked = speaker_balanced(utts, 8)
+    assert [u.speaker for u in picked] == list("abcdabcd")
+    assert [u.id for u in picked[:4]] == ["a-0", "b-0", "c-0", "d-0"]
+    uneven = utts[:2] + utts[5:10]  # a: 2, b: 5
+    assert [u.id for u in speaker_balanced(uneven, None)] == [
+        "a-0", "b-0", "a-1", "b-1", "b-2", "b-3", "b-4",
+    ]  # fmt: skip
+    assert len(speaker_balanced(utts, 100)) == 20

@@ -49,7 +49,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -431,6 +431,30 @@ class UnitsReport:
 # ----------------------------------------------------------------------------
 # A tokenizer on a corpus
 # ----------------------------------------------------------------------------
+def speaker_balanced(utterances: Sequence[Any], n: int | None) -> list[Any]:
+    """The first ``n`` utterances taken round-robin over their speakers.
+
+    A split is stored speaker by speaker, so its first ``n`` utterances may hold
+    only a few speakers (the first 1,000 of 4,000 over 16 speakers hold 4); taking
+    one per speaker in turn keeps every speaker in the measures. Within a speaker
+    the stored order is kept. ``None``: all of them.
+    """
+    by_speaker: dict[Any, list[Any]] = {}
+    for u in utterances:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    queues = list(by_speaker.values())
+    out: list[Any] = []
+    depth = 0
+    while queues and (n is None or len(out) < n):
+        queues = [q for q in queues if depth < len(q)]
+        for q in queues:
+            if n is not None and len(out) >= n:
+                break
+            out.append(q[depth])
+        depth += 1
+    return out
+
+
 def evaluate_unit_tokenizer(
     tokenizer: SpeechUnitTokenizer,
     corpus: SpeechCorpus,
@@ -442,7 +466,7 @@ def evaluate_unit_tokenizer(
 ) -> UnitsReport:
     """Measure a unit tokenizer on a corpus's held-out speech.
 
-    Frame-level measures use the first ``max_utterances`` utterances of
+    Frame-level measures use ``max_utterances`` utterances (taken round-robin over the speakers) of
     ``split`` (the tokenizer should have been fitted on ``unaligned`` only);
     the rendering distances use the first ``n_sentences`` sentences of the
     ``test`` split (or of ``split`` when ``test`` is empty) spoken by every
@@ -460,7 +484,7 @@ def evaluate_unit_tokenizer(
         raise ValueError(
             f"the unit tokenizer expects {cfg.sample_rate} Hz audio, the corpus {corpus.root} is {corpus.config.sample_rate} Hz"
         )
-    utterances = corpus.utterances(split)[:max_utterances]
+    utterances = speaker_balanced(corpus.utterances(split), max_utterances)
     if len(utterances) < 2:
         raise ValueError(
             f"{corpus.split_dir(split)}: need at least two utterances, got {len(utterances)}"
