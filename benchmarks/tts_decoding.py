@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--model", default=None, help="default: the run's default model")
     p.add_argument("--n", type=int, default=200, help="test sentences")
-    p.add_argument("--temperatures", default="0.7,1.0")
+    p.add_argument("--temperatures", default="0.7,1.0", help="comma-separated")
     p.add_argument("--top-k", type=int, default=0, help="0: no top-k cut")
     p.add_argument("--samples", type=int, default=3, help="draws per setting (best of k)")
     p.add_argument("--threads", type=int, default=1)

@@ -458,3 +458,44 @@ def test_unit_encoding_resumes_from_its_finished_shards(tmp_path, monkeypatch):
     assert ex._read_shard(shards / "aligned_00000.json", ["u0", "u1"]) is None
     (shards / "aligned_00000.json").write_text("{not json")
     assert ex._read_shard(shards / "aligned_00000.json", ["u0", "u1"]) is None
+
+
+def test_tts_decoding_benchmark_runs_on_a_finished_run(tiny_run):
+    import re
+    import subprocess
+    import sys
+
+    script = ROOT / "benchmarks" / "tts_decoding.py"
+    out = (
+        subprocess.run(
+            [
+                sys.executable,
+                str(script),
+                "--run-dir",
+                str(tiny_run),
+                "--n",
+                "4",
+                "--samples",
+                "2",
+                "--temperatures",
+                "0.7",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
+    m = re.fullmatch(r"greedy_wer=(\S+) best_sampled_wer=(\S+) best_of_k_wer=(\S+)", out[-1])
+    assert m, out
+    greedy, one, best = (float(x) for x in m.groups())
+    assert best <= one + 1e-9  # the best of the draws is never worse than their mean
+    assert greedy >= 0
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from tts_decoding import errors_per_sentence
+    finally:
+        sys.path.pop(0)
+    assert errors_per_sentence(["a b c", "a b"], ["a x c d", ""]) == [2, 2]
