@@ -55,16 +55,14 @@ def main() -> None:
     from multitower.data.speech.librispeech import read_librispeech
     from multitower.data.text import normalize_text
     from multitower.experiments.zipper_speech_text.evaluate import synthesize_units
-    from multitower.experiments.zipper_speech_text.recognizer import load_recognizer, transcribe
+    from multitower.experiments.zipper_speech_text.recognizer import load_scorer, transcribe
     from multitower.experiments.zipper_speech_text.speech_rate import (
         speech_length_cap,
         units_per_character,
     )
-    from multitower.experiments.zipper_speech_text.text_decoder import load_decoder
 
     run = a.run_dir
-    recognizer, alphabet = load_recognizer(run / "recognizer")
-    decoder = load_decoder(run / "recognizer", alphabet)
+    recognizer, alphabet, decoder = load_scorer(run / "recognizer")
     texts = [normalize_text(u.transcript) for u in read_librispeech(run / "corpus" / "test")]
     texts = texts[: a.n]
     words = sum(len(t.split()) for t in texts)

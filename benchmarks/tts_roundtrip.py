@@ -54,19 +54,14 @@ def main() -> None:
     from multitower.data.text import normalize_text
     from multitower.experiments.zipper_speech_text.evaluate import synthesize_units, wer
     from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET, speech_ids
-    from multitower.experiments.zipper_speech_text.recognizer import (
-        load_recognizer,
-        transcribe,
-    )
+    from multitower.experiments.zipper_speech_text.recognizer import load_scorer, transcribe
     from multitower.experiments.zipper_speech_text.speech_rate import (
         speech_length_cap,
         units_per_character,
     )
-    from multitower.experiments.zipper_speech_text.text_decoder import load_decoder
 
     run = a.run_dir
-    recognizer, alphabet = load_recognizer(run / "recognizer")
-    decoder = load_decoder(run / "recognizer", alphabet)
+    recognizer, alphabet, decoder = load_scorer(run / "recognizer")
     texts = [normalize_text(u.transcript) for u in read_librispeech(run / "corpus" / "test")]
     texts = texts[: a.n]
     gold = json.loads((run / "units" / "encoded.json").read_text())["test"][: a.n]

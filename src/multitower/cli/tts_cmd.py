@@ -123,12 +123,10 @@ def hear(run_dir: Path, wav: Path, unit_tokenizer: object) -> str:
     """What the run's TTS scorer transcribes from the audio file ``wav``."""
     from multitower.data.speech import read_audio
     from multitower.experiments.zipper_speech_text.experiment import speech_ids
-    from multitower.experiments.zipper_speech_text.recognizer import load_recognizer, transcribe
-    from multitower.experiments.zipper_speech_text.text_decoder import load_decoder
+    from multitower.experiments.zipper_speech_text.recognizer import load_scorer, transcribe
 
     try:
-        recognizer, alphabet = load_recognizer(run_dir / "recognizer")
-        decoder = load_decoder(run_dir / "recognizer", alphabet)
+        recognizer, alphabet, decoder = load_scorer(run_dir / "recognizer")
     except (OSError, ValueError) as err:
         raise UserError(f"--check needs the run's TTS scorer: {err}") from err
     tok: Any = unit_tokenizer

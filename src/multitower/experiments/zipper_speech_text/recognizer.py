@@ -33,7 +33,11 @@ from torch import nn
 
 from multitower.data.charset import CharAlphabet
 from multitower.data.padding import pad_right
-from multitower.experiments.zipper_speech_text.text_decoder import TextDecoder, character_error_rate
+from multitower.experiments.zipper_speech_text.text_decoder import (
+    TextDecoder,
+    character_error_rate,
+    load_decoder,
+)
 from multitower.io import write_text_atomic
 from multitower.losses import ctc_loss
 from multitower.models.io import save_model
@@ -408,3 +412,11 @@ def load_recognizer(
             f"num_chars={config.num_chars}"
         )
     return model.to(device).eval(), alphabet
+
+
+def load_scorer(
+    directory: str | os.PathLike[str],
+) -> tuple[UnitRecognizer, CharAlphabet, TextDecoder]:
+    """The TTS scorer a run saved in ``directory``: recogniser, alphabet and decoder."""
+    model, alphabet = load_recognizer(directory)
+    return model, alphabet, load_decoder(directory, alphabet)
