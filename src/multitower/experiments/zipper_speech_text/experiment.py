@@ -42,7 +42,6 @@ from multitower.data.sentences import generate_sentences
 from multitower.data.speech import read_audio
 from multitower.data.speech.corpus import build_speech_text_corpus
 from multitower.data.speech.units import SpeechUnitTokenizer
-from multitower.data.speech_config import SpeechCorpusConfig
 from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
 from multitower.experiments.jobs import Job, run_jobs
@@ -231,16 +230,12 @@ class SpeechTextExperiment:
         path = self.run_dir / "units" / "scorer_encoded.json"
         if not self.stages.get("scorer_corpus"):
             c = self.cfg.corpus
-            corpus_cfg = SpeechCorpusConfig(
+            # the main corpus's speakers and grammar, another seed, aligned pairs only
+            corpus_cfg = replace(
+                c.speech_corpus_config(seed=self.cfg.seed + 104729),
                 n_unaligned=0,
                 n_aligned=n,
                 n_test=0,
-                seed=self.cfg.seed + 104729,
-                voices=c.voices,
-                rates=c.rates,
-                pitches=c.pitches,
-                words_per_list=c.words_per_list,
-                max_words=c.max_words,
             )
             root = self.run_dir / "scorer_corpus"
             log(f"scorer corpus: {root} ({n} utterances)")
