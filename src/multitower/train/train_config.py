@@ -25,7 +25,10 @@ class TrainConfig:
     over ``warmup_steps``, then follows a cosine to ``min_lr_ratio`` times its peak
     over the last ``decay_fraction`` of the steps, held at the peak before
     (``decay_fraction=1``: the cosine over every step after warmup; e.g. 0.2:
-    warmup-stable-decay). ``compile=True`` runs the
+    warmup-stable-decay). ``group_by_length=k`` sorts every run of ``k`` batches of
+    the data order by record length before cutting it into batches (less padding;
+    the dataset must have a ``lengths()`` method; 0: random batches).
+    ``compile=True`` runs the
     model's forward through ``torch.compile`` (the inductor: the first steps compile,
     and every new batch shape compiles anew).
     """
@@ -49,6 +52,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_last: int = 3
     eval_every: int = 0
+    group_by_length: int = 0
     strict_data: bool = False
     progress: str = "auto"
     distributed: str = "none"
@@ -59,7 +63,14 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "ckpt_every", "keep_last", "eval_every", "num_workers"):
+        for name in (
+            "warmup_steps",
+            "ckpt_every",
+            "keep_last",
+            "eval_every",
+            "group_by_length",
+            "num_workers",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:

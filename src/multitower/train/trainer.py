@@ -74,6 +74,28 @@ def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype 
     return torch.bfloat16
 
 
+def record_lengths(dataset: Any) -> list[int]:
+    """``dataset.lengths()``: one length per record, for ``TrainConfig.group_by_length``.
+
+    Raises:
+        ValueError: the dataset has no ``lengths()`` method or it returns another
+            number of lengths than the dataset has records.
+    """
+    method = getattr(dataset, "lengths", None)
+    if not callable(method):
+        raise ValueError(
+            f"group_by_length needs a dataset with a lengths() method; "
+            f"{type(dataset).__name__} has none (set group_by_length: 0)"
+        )
+    lengths = [int(n) for n in method()]
+    if len(lengths) != len(dataset):
+        raise ValueError(
+            f"{type(dataset).__name__}.lengths() gave {len(lengths)} lengths for "
+            f"{len(dataset)} records"
+        )
+    return lengths
+
+
 class Trainer:
     """Trains ``model`` on ``task`` over ``dataset`` (see the module docstring).
 
@@ -119,6 +141,7 @@ class Trainer:
             self.ctx.rank,
             cfg.seed,
         )
+        self.lengths = record_lengths(dataset) if cfg.group_by_length else None
         self.model_meta = model_config_dict(model)  # before FSDP renames the class
         self.model = wrap_model(model.to(self.ctx.device), self.ctx)
         self.module = unwrap(self.model)
@@ -223,6 +246,8 @@ class Trainer:
             tracker=self.tracker,
             num_workers=cfg.num_workers,
             pin_memory=ctx.device.type == "cuda",
+            lengths=self.lengths,
+            group_by_length=cfg.group_by_length,
         )
         self.model.train()
         self._reset_accumulators()

@@ -42,6 +42,10 @@ class TokenSequences:
         ids = list(self.sequences[i])[: self.max_len - 2]
         return [self.bos, *ids, self.eos]
 
+    def lengths(self) -> list[int]:
+        """Each item's length (``TrainConfig.group_by_length``)."""
+        return [min(len(s) + 2, self.max_len) for s in self.sequences]
+
 
 @dataclass(frozen=True)
 class PairedExample:
@@ -79,6 +83,10 @@ class PairedDirections:
 
     def __len__(self) -> int:
         return len(self.pairs) * len(self.directions)
+
+    def lengths(self) -> list[int]:
+        """Each item's token count, both segments (``TrainConfig.group_by_length``)."""
+        return [len(s) + len(t) for s, t in self.pairs for _ in self.directions]
 
     def __getitem__(self, i: int) -> PairedExample:
         speech_ids, text_ids = self.pairs[i // len(self.directions)]

@@ -140,6 +140,10 @@ class UnitTranscriptDataset:
     def __len__(self) -> int:
         return len(self.units)
 
+    def lengths(self) -> list[int]:
+        """Each pair's number of units (``TrainConfig.group_by_length``)."""
+        return [len(u) for u in self.units]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         units = self.units[index]
         if self.unit_noise:
