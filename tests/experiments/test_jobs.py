@@ -58,3 +58,56 @@ def test_on_idle_is_called_while_no_job_finishes():
     jobs = {"slow": Job(time.sleep, (1.0,)), "quick": Job(math.sqrt, (1.0,))}
     run_jobs(jobs, 2, on_idle=lambda: calls.append(1), idle_s=0.2)
     assert len(calls) >= 2  # about 1 s of waiting in steps of 0.2 s
+
+
+PARENT = """
+import os, signal, sys, time
+sys.path.insert(0, {helpers!r})
+from multitower.experiments.jobs import worker_pool
+import helper_job
+
+if __name__ == "__main__":
+    pool = worker_pool(1)
+    pool.submit(helper_job.record_pid_then_sleep, {pid_file!r})
+    deadline = time.time() + 60
+    while not os.path.exists({pid_file!r}) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind: as `kill -9`
+"""
+
+HELPER = """
+import os, time
+
+def record_pid_then_sleep(path):
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            state = next(line for line in f if line.startswith("State:"))
+    except FileNotFoundError:
+        return False
+    return "zombie" not in state and " Z" not in state
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="reads /proc")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "helper_job.py").write_text(HELPER)
+    pid_file = str(tmp_path / "worker.pid")
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT.format(helpers=str(tmp_path), pid_file=pid_file))
+    done = subprocess.run([sys.executable, str(script)], timeout=120)
+    assert done.returncode == -9
+    worker = int((tmp_path / "worker.pid").read_text())
+    deadline = time.time() + 20
+    while _running(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _running(worker), f"worker {worker} outlived its killed parent"

@@ -10,6 +10,8 @@ stages as a dependency graph and runs each as soon as the stages it needs are do
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -64,6 +66,36 @@ def _ordered(jobs: Mapping[str, Job]) -> list[str]:
     return order
 
 
+def exit_with_parent() -> None:
+    """Worker-process initializer: the worker ends as soon as its parent process ends.
+
+    A parent stopped by SIGTERM or SIGKILL does not take its pool's workers with it:
+    an orphaned worker would go on with its stage (minutes of training) and could
+    write into the run directory beside a resumed run's own worker. Here a daemon
+    thread waits on the parent's sentinel and ends the process when it fires.
+    Checkpoints and stage outputs are written atomically, so an abrupt end loses
+    only the work since the last one, as a SIGKILL would.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a multiprocessing child
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes that end with this one (:func:`exit_with_parent`)."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_with_parent,
+    )
+
+
 def run_jobs(
     jobs: Mapping[str, Job],
     workers: int,
@@ -100,9 +132,8 @@ def run_jobs(
         for name in order:
             finish(name, jobs[name].fn(*jobs[name].args))
         return results
-    context = multiprocessing.get_context("spawn")
     waiting = list(order)
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+    with worker_pool(min(workers, len(jobs))) as pool:
         running: dict[Future[Any], str] = {}
         try:
             while waiting or running:

@@ -23,11 +23,9 @@ from __future__ import annotations
 import functools
 import json
 import math
-import multiprocessing
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,7 +42,7 @@ from multitower.data.speech.corpus import build_speech_text_corpus
 from multitower.data.speech.units import SpeechUnitTokenizer
 from multitower.data.text import normalize_text, read_text_file, read_wordnet_examples
 from multitower.data.tokenizer import TextTokenizer
-from multitower.experiments.jobs import Job, run_jobs
+from multitower.experiments.jobs import Job, run_jobs, worker_pool
 from multitower.experiments.zipper_speech_text import hf_text_tower
 from multitower.experiments.zipper_speech_text.config import (
     SpeechTextConfig,
@@ -427,7 +425,7 @@ class SpeechTextExperiment:
         # process while this one trains the text tower and the recogniser.
         speech_pool = speech_job = None
         if self.jobs > 1 and not self.stages.get("pretrain_speech"):
-            speech_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            speech_pool = worker_pool(1)
             speech_job = speech_pool.submit(
                 _pretrain_job,
                 cfg,
