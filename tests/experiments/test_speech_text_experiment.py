@@ -460,6 +460,29 @@ def test_unit_encoding_resumes_from_its_finished_shards(tmp_path, monkeypatch):
     assert ex._read_shard(shards / "aligned_00000.json", ["u0", "u1"]) is None
 
 
+def test_length_grouping_benchmark_runs_on_a_finished_run(tiny_run):
+    import re
+    import subprocess
+    import sys
+
+    script = ROOT / "benchmarks" / "length_grouping.py"
+    args = [
+        sys.executable,
+        str(script),
+        "--run-dir",
+        str(tiny_run),
+        "--pairs",
+        "2",
+        "--warmup",
+        "0",
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
+    m = re.fullmatch(r"padding_plain=(\S+) padding_grouped=(\S+) step_ratio=(\S+)", out[-1])
+    assert m, out
+    plain, grouped, ratio = (float(x) for x in m.groups())
+    assert 0 <= grouped < plain < 1 and ratio > 0
+
+
 def test_tts_decoding_benchmark_runs_on_a_finished_run(tiny_run):
     import re
     import subprocess
