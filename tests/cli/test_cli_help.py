@@ -57,6 +57,28 @@ def test_default_thread_count() -> None:
     assert default_threads(16, 9.0, "3") is None  # OMP_NUM_THREADS: torch follows it
 
 
+def test_busy_cores_reads_the_cpu_time_of_the_moment_not_the_load_average() -> None:
+    from multitower.cli.common import busy_cores
+
+    def reader(*samples):
+        it = iter(samples)
+        return lambda: next(it)
+
+    # (all, idle) CPU ticks: over the interval 100 ticks passed, 50 of them idle
+    assert busy_cores(0, reader((1000, 400), (1100, 450)), cores=2) == 1.0
+    assert busy_cores(0, reader((1000, 400), (1100, 500)), cores=2) == 0.0  # idle now
+    assert busy_cores(0, reader((1000, 400), (1100, 400)), cores=4) == 4.0
+
+    def broken():
+        raise OSError("no /proc/stat")
+
+    # without /proc/stat: the load average (or None where there is none)
+    got = busy_cores(0, broken, cores=2)
+    assert got is None or got >= 0
+    real = busy_cores(0.05)  # this machine, now
+    assert real is None or 0 <= real <= (__import__("os").cpu_count() or 1)
+
+
 def test_caption_on_a_speech_text_run_says_what_it_is(tmp_path, multitower_cli) -> None:
     (tmp_path / "config.yaml").write_text("experiment: zipper_speech_text\nseed: 0\n")
     done = multitower_cli("caption", "x.png", "--run-dir", str(tmp_path))

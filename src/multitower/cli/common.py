@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from multitower.errors import UserError
 
 THREADS_RULE = (
-    "$OMP_NUM_THREADS when set, else the cores not already busy (cores minus the "
-    "1-minute load average, at least 1)"
+    "$OMP_NUM_THREADS when set, else the cores not already busy (cores minus those "
+    "busy over a quarter second, at least 1)"
 )
 
 
@@ -64,7 +66,8 @@ def default_threads(cores: int, load: float | None, omp_num_threads: str | None)
 
     Args:
         cores: CPU cores of the machine.
-        load: the 1-minute load average (None where unknown: all cores).
+        load: the cores busy with other work (:func:`busy_cores`; None where
+            unknown: all cores).
         omp_num_threads: the environment's ``OMP_NUM_THREADS``.
     """
     if omp_num_threads:
@@ -80,9 +83,40 @@ def _load_average() -> float | None:
         return None
 
 
+def _read_proc_stat() -> tuple[int, int]:
+    """(all, idle) CPU time of the machine so far, from the first line of /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
+    return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+
+def busy_cores(
+    interval: float = 0.25,
+    read: Callable[[], tuple[int, int]] = _read_proc_stat,
+    cores: int | None = None,
+) -> float | None:
+    """How many cores other work keeps busy now: the non-idle share of the machine's CPU
+    time over ``interval`` seconds (``/proc/stat``), times the cores.
+
+    The 1-minute load average lags: just after a job ends it still reads about one
+    busy core for a minute or more, so a run started then would get half the
+    processes it should. Without ``/proc/stat`` the load average is the answer.
+    """
+    cores = cores or os.cpu_count() or 1
+    try:
+        total0, idle0 = read()
+        time.sleep(interval)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return _load_average()
+    if total1 <= total0:
+        return _load_average()
+    return max(0.0, 1.0 - (idle1 - idle0) / (total1 - total0)) * cores
+
+
 def free_cores() -> int:
-    """The cores other work does not occupy (cores minus the 1-minute load, at least 1)."""
-    threads = default_threads(os.cpu_count() or 1, _load_average(), None)
+    """The cores other work does not occupy (cores minus :func:`busy_cores`, at least 1)."""
+    threads = default_threads(os.cpu_count() or 1, busy_cores(), None)
     assert threads is not None
     return threads
 
@@ -96,9 +130,8 @@ def set_threads(threads: int | None) -> None:
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
     if threads is None:
-        threads = default_threads(
-            os.cpu_count() or 1, _load_average(), os.environ.get("OMP_NUM_THREADS")
-        )
+        omp = os.environ.get("OMP_NUM_THREADS")
+        threads = default_threads(os.cpu_count() or 1, None if omp else busy_cores(), omp)
         if threads is None:
             return
     import torch  # here, not at the top: a command refusing its config should not load torch
