@@ -48,6 +48,7 @@ from multitower.experiments.zipper_speech_text.pairs import (
 from multitower.models.decoder import DecoderTower
 from multitower.models.pretrained import load_pretrained
 from multitower.models.zipper import ZipperConfig
+from multitower.train.data import epoch_order
 from multitower.train.optim import build_optimizer, lr_factor
 
 
@@ -86,6 +87,12 @@ def main() -> None:
         default=None,
         help="with both directions: each direction's share of the loss, e.g. asr=0.5,tts=0.5 "
         "(default: every target token weighs the same)",
+    )
+    p.add_argument(
+        "--group-by-length",
+        type=int,
+        default=0,
+        help="length-grouped batches as TrainConfig.group_by_length (0: random batches)",
     )
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=200)
@@ -155,19 +162,32 @@ def main() -> None:
     task = InterleavedLMTask()
     rng = random.Random(0)
     order: list[int] = []
+    epoch = 0
     print(
         f"{a.system} input_projection={a.input_projection} gate_lr={a.gate_lr} "
         f"every={a.cross_attention_every} directions={a.directions} pairs={len(aligned)} "
-        f"position_scales={scales or None} shares={shares}",
+        f"position_scales={scales or None} shares={shares} group_by_length={a.group_by_length}",
         flush=True,
     )
     t0 = time.time()
     for step in range(a.steps):
         model.train()
         if len(order) < a.batch_size:
-            fresh = list(range(len(data)))
-            rng.shuffle(fresh)
-            order += fresh
+            if a.group_by_length:  # whole grouped batches of a new epoch, as the Trainer reads
+                full = len(data) // a.batch_size * a.batch_size
+                order = epoch_order(
+                    len(data),
+                    0,
+                    epoch,
+                    lengths=data.lengths(),
+                    group=a.group_by_length,
+                    batch_size=a.batch_size,
+                ).tolist()[:full]
+            else:
+                fresh = list(range(len(data)))
+                rng.shuffle(fresh)
+                order += fresh
+            epoch += 1
         batch = collate([data[i] for i in order[: a.batch_size]])
         del order[: a.batch_size]
         factor = lr_factor(

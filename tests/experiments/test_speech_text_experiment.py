@@ -483,6 +483,23 @@ def test_length_grouping_benchmark_runs_on_a_finished_run(tiny_run):
     assert 0 <= grouped < plain < 1 and ratio > 0
 
 
+@pytest.mark.parametrize("group", ["0", "20"])
+def test_cross_modal_probe_runs_on_a_finished_run(tiny_run, group):
+    import re
+    import subprocess
+    import sys
+
+    script = ROOT / "benchmarks" / "cross_modal_probe.py"
+    args = [sys.executable, str(script), "--run-dir", str(tiny_run), "--steps", "3"]
+    args += ["--batch-size", "8", "--eval-every", "3", "--n-test", "2"]
+    args += ["--group-by-length", group, "--position-scale", "auto"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert f"group_by_length={group}" in out[0]
+    m = re.fullmatch(r"asr_loss_matched=(\S+) asr_loss_mismatched=(\S+) asr_wer=(\S+)", out[-1])
+    assert m, out
+    assert all(float(x) >= 0 for x in m.groups())
+
+
 def test_tts_decoding_benchmark_runs_on_a_finished_run(tiny_run):
     import re
     import subprocess
