@@ -11,9 +11,10 @@ from pathlib import Path
 from multitower.errors import UserError
 
 THREADS_RULE = (
-    "$OMP_NUM_THREADS when set, else the cores not already busy (cores minus those "
-    "busy over a quarter second, at least 1)"
+    "$OMP_NUM_THREADS when set, else the cores not already busy (cores minus the "
+    "1-minute load average, at least 1)"
 )
+JOBS_RULE = "the cores not already busy (cores minus those busy over a quarter second, at least 1)"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
@@ -41,7 +42,7 @@ def add_jobs_argument(parser: argparse.ArgumentParser, what: str) -> None:
         type=int,
         default=None,
         help=f"{what} run at once, each in its own process with threads/jobs torch "
-        f"threads (default: the free cores, {THREADS_RULE.split(', else ')[1]})",
+        f"threads (default: {JOBS_RULE})",
     )
 
 
@@ -66,8 +67,9 @@ def default_threads(cores: int, load: float | None, omp_num_threads: str | None)
 
     Args:
         cores: CPU cores of the machine.
-        load: the cores busy with other work (:func:`busy_cores`; None where
-            unknown: all cores).
+        load: the cores busy with other work (the 1-minute load average for the
+            thread count, :func:`busy_cores` for ``--jobs``; None where unknown:
+            all cores).
         omp_num_threads: the environment's ``OMP_NUM_THREADS``.
     """
     if omp_num_threads:
@@ -131,7 +133,7 @@ def set_threads(threads: int | None) -> None:
         raise UserError(f"--threads must be >= 1, got {threads}")
     if threads is None:
         omp = os.environ.get("OMP_NUM_THREADS")
-        threads = default_threads(os.cpu_count() or 1, None if omp else busy_cores(), omp)
+        threads = default_threads(os.cpu_count() or 1, None if omp else _load_average(), omp)
         if threads is None:
             return
     import torch  # here, not at the top: a command refusing its config should not load torch
