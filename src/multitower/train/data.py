@@ -12,8 +12,9 @@ Length grouping (``group_by_length=k``): every run of ``k`` global batches of th
 permutation is sorted by record length and cut into batches, and the epoch's full
 batches are visited in an order drawn from the same generator. Each batch then
 holds records of about one length (less padding: on the speech-text recipe's
-pairs the padded positions fall from about a fifth to a few percent) and the
-order is still a function of ``(seed, epoch)``.
+aligned pairs the speech tower's padded positions fall from 43% to 6%,
+``benchmarks/length_grouping.py``) and the order is still a function of
+``(seed, epoch)``.
 
 Bad records: a dataset raising :class:`~multitower.data.errors.BadRecordError`
 from ``dataset[i]`` makes that record be skipped (inside the worker, which
