@@ -94,6 +94,12 @@ def main() -> None:
         default=0,
         help="length-grouped batches as TrainConfig.group_by_length (0: random batches)",
     )
+    p.add_argument(
+        "--input-noise",
+        type=float,
+        default=0.0,
+        help="replace each output-modality input token by a random one with this probability",
+    )
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=None)
@@ -159,14 +165,15 @@ def main() -> None:
         shares = {{"asr": "text", "tts": "speech"}[k]: v for k, v in per_direction.items()}
     collate = interleaved_collate(model.modalities, shares)
     data = PairedDirections(aligned, tuple(a.directions.split(",")))
-    task = InterleavedLMTask()
+    task = InterleavedLMTask(a.input_noise, model.modalities)
     rng = random.Random(0)
     order: list[int] = []
     epoch = 0
     print(
         f"{a.system} input_projection={a.input_projection} gate_lr={a.gate_lr} "
         f"every={a.cross_attention_every} directions={a.directions} pairs={len(aligned)} "
-        f"position_scales={scales or None} shares={shares} group_by_length={a.group_by_length}",
+        f"position_scales={scales or None} shares={shares} group_by_length={a.group_by_length} "
+        f"input_noise={a.input_noise} batch_size={a.batch_size}",
         flush=True,
     )
     t0 = time.time()

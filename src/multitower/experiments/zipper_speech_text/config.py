@@ -264,6 +264,11 @@ class SpeechTextConfig:
     # shares; null weighs every target token the same, which gives ASR (14 text tokens
     # per utterance) about a fifth of the gradient against TTS (61 units)
     direction_shares: dict[str, float] | None = None
+    # fine-tuning only: each output-modality token, as the input that predicts the next
+    # one, is replaced by a random token of its modality with this probability (the
+    # targets stay real; InterleavedLMTask): the model must read the other modality
+    # rather than continue its own history
+    input_noise: float = 0.0
     # A local Hugging Face causal LM folder (config.json, *.safetensors, tokenizer.json)
     # used as the text tower instead of pre-training one (hf_text_tower.py): its
     # tokenizer.json replaces text_tokenizer; text_tower and pretrain_text are unused.
@@ -320,6 +325,8 @@ class SpeechTextConfig:
                     f"direction_shares must give asr and tts numbers >= 0 with a positive "
                     f"sum (e.g. {{asr: 0.5, tts: 0.5}}) or be null, got {shares}"
                 )
+        if not 0.0 <= self.input_noise < 1.0:
+            raise ValueError(f"input_noise must be in [0, 1), got {self.input_noise}")
         if self.text_tower_source is not None and not self.text_tower_source.strip():
             raise ValueError("text_tower_source must be a folder path or null, got ''")
         unknown = sorted(set(self.text_tower_special_ids) - {"pad_id", "bos_id", "eos_id"})

@@ -546,7 +546,7 @@ class SpeechTextExperiment:
         )
         model = train_resumable(
             model,
-            InterleavedLMTask(),
+            InterleavedLMTask(cfg.input_noise, model.modalities),
             PairedDirections(subset),
             collate,
             finetune_config(system, replace(cfg.finetune, max_steps=steps)),
