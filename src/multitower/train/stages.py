@@ -146,8 +146,9 @@ def train_resumable(
 
     A dataset smaller than one batch (1% of a small aligned set) is repeated so
     that every fraction trains with the same batch size. With ``best`` the
-    validation loss is scored every ``cfg.eval_every`` steps and at the end, and
-    the best weights are kept (see :class:`BestCheckpoint`); the caller loads them.
+    validation loss is scored before the first step (a fresh start only), every
+    ``cfg.eval_every`` steps and at the end, and the best weights are kept (see
+    :class:`BestCheckpoint`; step 0 is the model as given); the caller loads them.
     """
     if len(dataset) < cfg.batch_size:
         dataset = Repeated(dataset, math.ceil(cfg.batch_size / len(dataset)))
@@ -169,5 +170,9 @@ def train_resumable(
     step = trainer.resume()
     if step:
         log(f"  resumed {run_dir.name} at step {step}")
+    elif best is not None and best.record is None:
+        # the start is a candidate too: on a few pairs even the first scored step
+        # can be worse than the untouched pre-trained model
+        best(trainer.module, 0)
     trainer.fit()
     return trainer.module
