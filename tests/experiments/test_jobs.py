@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import time
 
 import pytest
@@ -22,17 +23,22 @@ def test_jobs_run_in_place_in_dependency_order_with_their_results():
     assert seen == ["a", "b", "c"]
 
 
-def test_worker_processes_start_a_job_only_after_the_ones_it_needs():
+def test_worker_processes_start_a_job_only_after_the_ones_it_needs(tmp_path):
     seen: list[str] = []
+    marker = tmp_path / "free_ran"
+    # "waits" ends as soon as "free" has written its marker (exit 0), or after 60 s
+    # (exit 1): it ends well only if the two ran at the same time, however long the
+    # second worker process took to start
+    wait = f"for i in $(seq 1200); do [ -e '{marker}' ] && exit 0; sleep 0.05; done; exit 1"
     jobs = {
-        "slow": Job(time.sleep, (0.5,)),
-        "after_slow": Job(math.sqrt, (4.0,), after=("slow",)),
-        "free": Job(math.sqrt, (25.0,)),
+        "waits": Job(subprocess.run, (["bash", "-c", wait],)),
+        "after_waits": Job(math.sqrt, (4.0,), after=("waits",)),
+        "free": Job(marker.touch, ()),
     }
     results = run_jobs(jobs, 2, lambda name, _: seen.append(name))
-    assert results == {"slow": None, "after_slow": 2.0, "free": 5.0}
-    assert seen.index("after_slow") > seen.index("slow")
-    assert seen[0] == "free"  # ran beside the slow job, not after it
+    assert results["waits"].returncode == 0, "the free job did not run beside the waiting one"
+    assert results["after_waits"] == 2.0 and results["free"] is None
+    assert seen == ["free", "waits", "after_waits"]
 
 
 def test_a_failing_job_raises_its_error_here():
