@@ -180,17 +180,16 @@ class InterleavedLMTask:
         for tower, tb in batch.items():
             tokens = tb.tokens
             targets = tb.loss_weights > 0  # (B, T): tokens that are predicted
-            new = tokens.clone()
+            new = tokens
             for m in self.modalities.values():
                 if m.tower != tower:
                     continue
+                specials = torch.tensor([m.pad_id, m.bos_id, m.eos_id], device=tokens.device)
                 local = tokens - m.offset
-                inside = (local >= 0) & (local < m.vocab_size)
-                special = (local == m.pad_id) | (local == m.bos_id) | (local == m.eos_id)
+                inside = (local >= 0) & (local < m.vocab_size) & ~torch.isin(local, specials)
                 draw = torch.randint(0, m.vocab_size, tokens.shape, device=tokens.device)
-                draw_special = (draw == m.pad_id) | (draw == m.bos_id) | (draw == m.eos_id)
                 hit = torch.rand(tokens.shape, device=tokens.device) < self.input_noise
-                replace = hit & targets & inside & ~special & ~draw_special
+                replace = hit & targets & inside & ~torch.isin(draw, specials)
                 new = torch.where(replace, draw + m.offset, new)
             out[tower] = TowerBatch(
                 new, tb.positions, tb.global_positions, tb.valid, tb.loss_weights
