@@ -36,6 +36,7 @@ from multitower.data.tokenizer import TextTokenizer
 from multitower.experiments.zipper_speech_text.config import SYSTEMS
 from multitower.experiments.zipper_speech_text.evaluate import (
     input_dependence,
+    synthesize_units,
     transcribe_units,
     wer,
 )
@@ -55,6 +56,18 @@ from multitower.train.optim import build_optimizer, lr_factor
 class _Decode:
     batch_size = 50
     max_new_text = 96
+    max_new_speech = 300
+    temperature = 0.0
+    top_k = None
+
+
+def tts_transcripts(model: torch.nn.Module, run: Path, test: list) -> list[str]:
+    """Greedy TTS of the test transcripts, heard by the run's TTS scorer."""
+    from multitower.experiments.zipper_speech_text.recognizer import load_scorer, transcribe
+
+    recognizer, alphabet, decoder = load_scorer(run / "recognizer")
+    speech = synthesize_units(model, [t for _, t in test], _Decode)
+    return transcribe(recognizer, alphabet, speech, decoder=decoder)
 
 
 def main() -> None:
@@ -99,6 +112,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="replace each output-modality input token by a random one with this probability",
+    )
+    p.add_argument(
+        "--distance-bias",
+        action="store_true",
+        help="ALiBi-style distance bias in cross-attention (fusion.cross_distance_bias; "
+        "needs positions)",
     )
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=200)
@@ -149,6 +168,7 @@ def main() -> None:
         input_projection=a.input_projection,
         fusion_mlp_ratio=1.0,
         position_scales=scales,
+        cross_distance_bias=a.distance_bias,
     )
     model = build_system(a.system, text, speech, fusion, 0)
     baseline = SYSTEMS[a.system]["kind"] == "baseline"
@@ -173,7 +193,7 @@ def main() -> None:
         f"{a.system} input_projection={a.input_projection} gate_lr={a.gate_lr} "
         f"every={a.cross_attention_every} directions={a.directions} pairs={len(aligned)} "
         f"position_scales={scales or None} shares={shares} group_by_length={a.group_by_length} "
-        f"input_noise={a.input_noise} batch_size={a.batch_size}",
+        f"input_noise={a.input_noise} batch_size={a.batch_size} distance_bias={a.distance_bias}",
         flush=True,
     )
     t0 = time.time()
@@ -222,9 +242,25 @@ def main() -> None:
             shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
             gate = f" max|tanh(gate)|={max(gates):.3f}" if gates else ""
             if a.wer_every_eval and done < a.steps:
-                hyps = transcribe_units(model, [u for u, _ in test], text_tok, _Decode)
-                gate += f" asr_wer={wer(test_texts, hyps):.3f}"
+                if "asr" in a.directions.split(","):
+                    hyps = transcribe_units(model, [u for u, _ in test], text_tok, _Decode)
+                    gate += f" asr_wer={wer(test_texts, hyps):.3f}"
+                if "tts" in a.directions.split(","):
+                    gate += f" tts_wer={wer(test_texts, tts_transcripts(model, run, test)):.3f}"
             print(f"step {done}: {shown}{gate} ({time.time() - t0:.0f} s)", flush=True)
+    directions = a.directions.split(",")
+    if "tts" in directions:
+        tts_hyps = tts_transcripts(model, run, test)
+        for ref, hyp in list(zip(test_texts, tts_hyps))[:3]:
+            print(f"  ref: {ref}\n  tts: {hyp}")
+        tts_wer = wer(test_texts, tts_hyps)
+        print(
+            f"tts_loss_matched={losses['tts_loss_matched']:.4f} "
+            f"tts_loss_mismatched={losses['tts_loss_mismatched']:.4f} tts_wer={tts_wer:.4f}",
+            flush=True,
+        )
+        if "asr" not in directions:
+            return
     hyps = transcribe_units(model, [u for u, _ in test], text_tok, _Decode)
     for ref, hyp in list(zip(test_texts, hyps))[:3]:
         print(f"  ref: {ref}\n  hyp: {hyp}")

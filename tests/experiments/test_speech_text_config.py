@@ -154,6 +154,12 @@ def test_time_positions_are_checked_and_scale_text_by_units_per_token() -> None:
     both = ZipperConfig(towers, position_scales={"speech": 1.0, "text": 3.0})
     with pytest.raises(ValueError, match="set one of them"):
         SpeechTextConfig(cross_attention_positions="time", fusion=both)
+    biased = ZipperConfig(towers, cross_distance_bias=True)
+    with pytest.raises(ValueError, match="cross_distance_bias measures distances in time"):
+        SpeechTextConfig(cross_attention_positions="none", fusion=biased)
+    assert SpeechTextConfig(
+        cross_attention_positions="time", fusion=biased
+    ).fusion.cross_distance_bias
     # (8 + 2 + 4 + 2) speech ids over (2 + 2 + 2 + 2) text ids, bos and eos counted
     pairs = [([5] * 8, [7, 8]), ([5] * 4, [9, 9])]
     assert time_scales(pairs) == {"speech": 1.0, "text": 16 / 8}

@@ -483,8 +483,12 @@ def test_length_grouping_benchmark_runs_on_a_finished_run(tiny_run):
     assert 0 <= grouped < plain < 1 and ratio > 0
 
 
-@pytest.mark.parametrize("group", ["0", "20"])
-def test_cross_modal_probe_runs_on_a_finished_run(tiny_run, group):
+@pytest.mark.parametrize(
+    "group, extra",
+    [("0", []), ("20", ["--distance-bias", "--directions", "asr,tts"])],
+    ids=["asr", "both_directions_distance_bias"],
+)
+def test_cross_modal_probe_runs_on_a_finished_run(tiny_run, group, extra):
     import re
     import subprocess
     import sys
@@ -492,9 +496,14 @@ def test_cross_modal_probe_runs_on_a_finished_run(tiny_run, group):
     script = ROOT / "benchmarks" / "cross_modal_probe.py"
     args = [sys.executable, str(script), "--run-dir", str(tiny_run), "--steps", "3"]
     args += ["--batch-size", "8", "--eval-every", "3", "--n-test", "2"]
-    args += ["--group-by-length", group, "--position-scale", "auto"]
+    args += ["--group-by-length", group, "--position-scale", "auto", *extra]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
     assert f"group_by_length={group}" in out[0]
+    assert (f"distance_bias={bool(extra)}") in out[0]
+    tts = [line for line in out if line.startswith("tts_loss_matched=")]
+    assert len(tts) == (1 if extra else 0), out
+    if extra:
+        assert re.fullmatch(r"tts_loss_matched=\S+ tts_loss_mismatched=\S+ tts_wer=\S+", tts[0])
     m = re.fullmatch(r"asr_loss_matched=(\S+) asr_loss_mismatched=(\S+) asr_wer=(\S+)", out[-1])
     assert m, out
     assert all(float(x) >= 0 for x in m.groups())

@@ -66,6 +66,11 @@ def positioned_zipper() -> Zipper:
     return zipper(position_scales={"text": 2.5, "speech": 1.0})
 
 
+def biased_zipper() -> Zipper:
+    """Positioned cross-attention plus the learned distance bias (ALiBi slopes)."""
+    return zipper(position_scales={"text": 2.5, "speech": 1.0}, cross_distance_bias=True)
+
+
 def baseline():
     torch.manual_seed(0)
     return expand_vocabulary(DecoderTower(TEXT), "text", {"speech": 30}).double().eval()
@@ -92,7 +97,9 @@ PROMPTS = {
 
 
 @pytest.mark.parametrize(
-    "build", [zipper, positioned_zipper, baseline], ids=["zipper", "positioned", "baseline"]
+    "build",
+    [zipper, positioned_zipper, biased_zipper, baseline],
+    ids=["zipper", "positioned", "distance_bias", "baseline"],
 )
 @pytest.mark.parametrize("case", sorted(PROMPTS))
 def test_greedy_cache_parity_with_per_example_stopping(build, case):

@@ -263,13 +263,15 @@ def test_mask_matches_the_segment_order_for_any_interleaving(raw):
 SCALES = {"text": 2.5, "speech": 1.0}
 
 
-def test_positioned_cached_steps_equal_the_full_forward_logits():
+@pytest.mark.parametrize("bias", [False, True], ids=["rotary", "rotary+distance_bias"])
+def test_positioned_cached_steps_equal_the_full_forward_logits(bias):
     """Prefill the speech, then feed the text one token at a time through the caches:
     every step's logits equal the full interleaved forward (keys rotated once, when
-    cached, by the source's positions; queries by their own)."""
+    cached, by the source's positions; queries by their own; with the distance bias,
+    a cached key's distance comes from its slot)."""
     from multitower.interleave import TowerBatch
 
-    z = make_zipper(gates=0.7, position_scales=SCALES).eval()
+    z = make_zipper(gates=0.7, position_scales=SCALES, cross_distance_bias=bias).eval()
     speech, text = [5, 6, 7, 8, 9], [3, 4, 5, 6]
     full = z(
         collate_interleaved([[Segment("speech", speech), Segment("text", text)]], z.modalities)
@@ -354,6 +356,60 @@ def test_rotary_cross_attention_sees_only_relative_positions():
 def test_position_scale_errors_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ZipperConfig({"text": TEXT, "speech": SPEECH}, **kwargs)
+
+
+def test_distance_bias_matches_a_hand_written_attention():
+    """Block output = softmax(q.k / sqrt(d) - slope_h |p_q - p_k|) v through the
+    projections, masked keys excluded; each head's slope starts at 2^(-8(h+1)/H)."""
+    from multitower.nn import GatedCrossAttentionBlock
+    from multitower.nn.attention import merge_heads, split_heads
+
+    torch.manual_seed(0)
+    block = GatedCrossAttentionBlock(16, 16, 4, 32, distance_bias=True).double()
+    attn = block.cross_attn
+    torch.testing.assert_close(
+        attn.log_slopes.exp(), torch.tensor([2**-2, 2**-4, 2**-6, 2**-8]).double()
+    )
+    with torch.no_grad():
+        attn.log_slopes.copy_(torch.tensor([1.0, 0.0, -1.0, -3.0]))
+    x, src = torch.randn(2, 3, 16).double(), torch.randn(2, 5, 16).double()
+    distance = (torch.rand(2, 1, 3, 5) * 6).double()
+    visible = torch.ones(2, 3, 5, dtype=torch.bool)
+    visible[1, :, 3:] = False  # the second example has 3 source tokens
+    k, v = block.source_kv(src)
+    got = attn(x, k, v, visible, distance=distance)
+    q = split_heads(attn.q_proj(x), 4)  # (B, H, Tq, Dh)
+    scores = q @ k.transpose(-1, -2) / 2.0 - attn.log_slopes.exp()[:, None, None] * distance
+    probs = scores.masked_fill(~visible[:, None], float("-inf")).softmax(-1)
+    torch.testing.assert_close(got, attn.out_proj(merge_heads(probs @ v)))
+    with pytest.raises(ValueError, match="distances are required"):
+        attn(x, k, v, visible)
+    with pytest.raises(ValueError, match="without a distance bias"):
+        GatedCrossAttentionBlock(16, 16, 4, 32).double().cross_attn(
+            x, k, v, visible, distance=distance
+        )
+
+
+def test_distance_bias_needs_positions_and_a_bool():
+    with pytest.raises(ValueError, match="needs position_scales"):
+        Zipper(ZipperConfig({"text": TEXT, "speech": SPEECH}, cross_distance_bias=True))
+    with pytest.raises(ValueError, match="cross_distance_bias must be true or false"):
+        ZipperConfig({"text": TEXT, "speech": SPEECH}, cross_distance_bias="yes")
+
+
+def test_a_freshly_biased_zip_is_the_towers_and_the_slopes_train():
+    """Gates at 0: the distance bias changes nothing; open gates: the slopes get gradient."""
+    batch = collate_interleaved(EXAMPLES, make_zipper().modalities)
+    plain = make_zipper().eval()(batch)
+    biased = make_zipper(position_scales=SCALES, cross_distance_bias=True).eval()(batch)
+    for tower, logits in plain.items():
+        valid = batch[tower].valid
+        torch.testing.assert_close(biased[tower][valid], logits[valid])
+    z = make_zipper(gates=0.7, position_scales=SCALES, cross_distance_bias=True)
+    sum(out.sum() for out in z(batch).values()).backward()
+    slopes = [p for n, p in z.named_parameters() if n.endswith("log_slopes")]
+    assert len(slopes) == len(z.points) and all(s.grad.abs().sum() > 0 for s in slopes)
+    assert all(any(s is f for f in z.fusion_parameters()) for s in slopes)
 
 
 def test_a_positioned_zipper_saves_and_loads_with_its_scales(tmp_path):

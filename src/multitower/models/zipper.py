@@ -271,6 +271,11 @@ class Zipper(nn.Module):
 
     def __init__(self, config: ZipperConfig, towers: Mapping[str, Tower] | None = None) -> None:
         super().__init__()
+        if config.cross_distance_bias and not config.position_scales:
+            raise ValueError(
+                "cross_distance_bias needs position_scales (the shared axis the distances are "
+                "measured on)"
+            )
         self.config = config
         given = dict(towers or {})
         for name, tower in given.items():
@@ -290,6 +295,7 @@ class Zipper(nn.Module):
                 int(config.fusion_mlp_ratio * qcfg.d_model),
                 norm=qcfg.norm,
                 rope_base=config.cross_rope_base if config.position_scales else None,
+                distance_bias=config.cross_distance_bias,
             )
             xattn[p.key] = blocks
         self.fusion = nn.ModuleDict({"xattn": xattn})
@@ -516,7 +522,10 @@ class Zipper(nn.Module):
                     q.global_positions, q.valid, cache.global_positions[:, :S], cache.valid[:, :S]
                 ),  # (B, Tq, S)
             )
-            return block(h, cache.k[:, :, :S], cache.v[:, :, :S], mask, query_rope=rope)
+            distance = step.distance(point, block, torch.arange(S, device=h.device)[None])
+            return block(
+                h, cache.k[:, :, :S], cache.v[:, :, :S], mask, query_rope=rope, distance=distance
+            )
         if point.source not in batch:
             return block(h, None, None, None)
         src = batch[point.source]
@@ -530,7 +539,8 @@ class Zipper(nn.Module):
                 q.global_positions, q.valid, src.global_positions, src.valid
             ),  # (B, Tq, S)
         )
-        return block(h, k, v, mask, query_rope=rope)
+        distance = step.distance(point, block, src.positions)
+        return block(h, k, v, mask, query_rope=rope, distance=distance)
 
 
 class _FusionInputs:
@@ -551,6 +561,7 @@ class _FusionInputs:
         self._positions: dict[str, torch.Tensor] = {}
         self._masks: dict[str, CrossMask] = {}
         self._ropes: dict[str, RotaryTables] = {}
+        self._distances: dict[str, torch.Tensor] = {}
 
     def positions(self, tower: str) -> torch.Tensor | None:
         """``tower``'s tokens on the axis shared by every tower (``position_scales``),
@@ -581,3 +592,18 @@ class _FusionInputs:
         if point.query not in self._ropes:
             self._ropes[point.query] = rotary.tables(positions, dtype)
         return self._ropes[point.query]
+
+    def distance(
+        self, point: FusionPoint, block: GatedCrossAttentionBlock, key_positions: torch.Tensor
+    ) -> torch.Tensor | None:
+        """``(B, 1, Tq, S)`` distances on the shared axis between ``point``'s queries and
+        the source tokens at tower-local ``key_positions`` ``(B or 1, S)``, for blocks with
+        a distance bias (else None)."""
+        if not block.cross_attn.distance_bias or not self.scales:
+            return None
+        if point.key not in self._distances:
+            q = self.positions(point.query)  # (B, Tq)
+            k = key_positions * float(self.scales[point.source])  # (B or 1, S)
+            assert q is not None
+            self._distances[point.key] = (q[:, :, None] - k[:, None, :]).abs()[:, None]
+        return self._distances[point.key]

@@ -39,6 +39,12 @@ class ZipperConfig:
             cross-attention, as in the paper. Not a paper setting: the paper says
             nothing on positions in cross-attention.
         cross_rope_base: rotary base of the positioned cross-attention.
+        cross_distance_bias: with ``position_scales``, also subtract
+            ``slope_h * |p_query - p_key|`` from every cross-attention logit of head
+            ``h`` (ALiBi, arXiv 2108.12409, on the shared axis): a diagonal prior at
+            step 0 instead of one rotary attention must learn to use. Slopes are
+            learned per block and head, initialised ``2 ** (-8 (h + 1) / H)``. Not a
+            paper setting.
     """
 
     towers: dict[str, DecoderConfig | HFTowerConfig]
@@ -49,6 +55,7 @@ class ZipperConfig:
     fusion_mlp_ratio: float = 1.0
     position_scales: dict[str, float] = field(default_factory=dict)
     cross_rope_base: float = 10000.0
+    cross_distance_bias: bool = False
 
     def __post_init__(self) -> None:
         if len(self.towers) < 2:
@@ -89,6 +96,10 @@ class ZipperConfig:
                     raise ValueError(
                         f"position_scales[{name!r}]={scale!r} must be a positive number"
                     )
+        if not isinstance(self.cross_distance_bias, bool):
+            raise ValueError(
+                f"cross_distance_bias must be true or false, got {self.cross_distance_bias!r}"
+            )
         if self.cross_rope_base <= 1:
             raise ValueError(f"cross_rope_base={self.cross_rope_base} must be greater than 1")
         pairs = {f"{q}<-{s}" for q in self.towers for s in self.towers if q != s}

@@ -10,6 +10,7 @@ an output of exactly zero instead of the NaN an all-masked softmax would give.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -191,6 +192,10 @@ class CrossAttention(nn.Module):
     caller gives, so that attention can depend on where a query and a key sit
     relative to each other (positions of two sequences on one shared axis); then
     :meth:`project_kv` and :meth:`forward` require their ``positions``.
+
+    With ``distance_bias``, head ``h`` subtracts ``slope_h * distance`` from its
+    logits (ALiBi, arXiv 2108.12409), the caller giving each query-key distance;
+    the slopes are learned (``log_slopes``), initialised ``2 ** (-8 (h + 1) / H)``.
     """
 
     def __init__(
@@ -201,6 +206,7 @@ class CrossAttention(nn.Module):
         d_source: int | None = None,
         bias: bool = False,
         rope_base: float | None = None,
+        distance_bias: bool = False,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -211,6 +217,10 @@ class CrossAttention(nn.Module):
         self.v_proj = nn.Linear(d_source, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.rotary = None if rope_base is None else Rotary(self.head_dim, rope_base)
+        self.distance_bias = distance_bias
+        if distance_bias:
+            exponents = -8.0 * torch.arange(1, num_heads + 1) / num_heads
+            self.log_slopes = nn.Parameter(exponents * math.log(2.0))  # (H,)
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor | None, what: str) -> torch.Tensor:
         """Rotate queries or keys ``(B, H, T, Dh)`` by ``positions`` ``(B, T)`` (rotary only)."""
@@ -242,6 +252,7 @@ class CrossAttention(nn.Module):
         positions: torch.Tensor | None = None,
         *,
         query_rope: RotaryTables | None = None,
+        distance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` ``(B, Tq, D)`` to ``k, v`` ``(B, H, S, Dh)``.
 
@@ -254,7 +265,15 @@ class CrossAttention(nn.Module):
             query_rope: the queries' rotary tables (:meth:`Rotary.tables
                 <multitower.nn.rotary.Rotary.tables>` of ``positions``), instead of
                 ``positions``, when several blocks share them.
+            distance: ``(B, 1, Tq, S)`` query-key distances, required with
+                ``distance_bias`` (refused without).
         """
+        if (distance is None) == self.distance_bias:
+            raise ValueError(
+                "this cross-attention has a distance bias: distances are required"
+                if self.distance_bias
+                else "distances given to a cross-attention without a distance bias"
+            )
         q = split_heads(self.q_proj(x), self.num_heads)  # (B, H, Tq, Dh)
         if query_rope is None:
             q = self.rotate(q, positions, "query")
@@ -264,12 +283,17 @@ class CrossAttention(nn.Module):
             q = apply_rotary(q, query_rope)
         if k.dtype != q.dtype:
             k, v = k.to(q.dtype), v.to(q.dtype)
+        bias = None
+        if distance is not None:
+            slopes = self.log_slopes.exp().to(q.dtype)[None, :, None, None]  # (1, H, 1, 1)
+            bias = -slopes * distance.to(q.dtype)  # (B, H, Tq, S)
         if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, H, Tq, Dh)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, Tq, Dh)
             return self.out_proj(merge_heads(out))
         if not isinstance(mask, CrossMask):
             # Empty rows would softmax over nothing (NaN); let them see everything, then zero them.
             mask = CrossMask.from_visibility(mask, q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.safe)  # (B, H, Tq, Dh)
+        attn_mask = mask.safe if bias is None else bias.masked_fill(~mask.safe, float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, Tq, Dh)
         keep = mask.keep if mask.keep.dtype == q.dtype else mask.keep.to(q.dtype)
         return self.out_proj(merge_heads(out)) * keep

@@ -35,6 +35,8 @@ class GatedCrossAttentionBlock(nn.Module):
         norm: ``"rms"`` or ``"layer"``.
         rope_base: rotate queries and keys by caller-given positions (RoPE with this
             base), or None for position-free cross-attention (the paper's).
+        distance_bias: learned per-head ALiBi slopes on caller-given distances
+            (see :class:`~multitower.nn.attention.CrossAttention`).
     """
 
     def __init__(
@@ -46,11 +48,14 @@ class GatedCrossAttentionBlock(nn.Module):
         *,
         norm: str = "rms",
         rope_base: float | None = None,
+        distance_bias: bool = False,
     ) -> None:
         super().__init__()
         self.source_proj = nn.Linear(d_source, d_model, bias=False)
         self.norm_attn = make_norm(norm, d_model)
-        self.cross_attn = CrossAttention(d_model, num_heads, rope_base=rope_base)
+        self.cross_attn = CrossAttention(
+            d_model, num_heads, rope_base=rope_base, distance_bias=distance_bias
+        )
         self.gate_attn = nn.Parameter(torch.zeros(()))
         self.norm_mlp = make_norm(norm, d_model)
         self.mlp = MLP(d_model, mlp_hidden)
@@ -97,6 +102,7 @@ class GatedCrossAttentionBlock(nn.Module):
         positions: torch.Tensor | None = None,
         *,
         query_rope: RotaryTables | None = None,
+        distance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Apply the block to ``x`` ``(B, T, d_model)`` given source keys/values and mask.
 
@@ -104,8 +110,11 @@ class GatedCrossAttentionBlock(nn.Module):
         contributes exactly zero and only the gated feed-forward runs. ``positions``
         ``(B, T)``: the queries' rotary positions (rotary blocks only), or ``query_rope``
         their tables (shared by several blocks; see :class:`~multitower.nn.attention.CrossAttention`).
+        ``distance`` ``(B, 1, T, S)``: query-key distances (distance-bias blocks only).
         """
         if k is not None and v is not None:
-            attn = self.cross_attn(self.norm_attn(x), k, v, mask, positions, query_rope=query_rope)
+            attn = self.cross_attn(
+                self.norm_attn(x), k, v, mask, positions, query_rope=query_rope, distance=distance
+            )
             x = x + torch.tanh(self.gate_attn) * attn
         return x + torch.tanh(self.gate_mlp) * self.mlp(self.norm_mlp(x))

@@ -314,6 +314,15 @@ class SpeechTextConfig:
                 "fusion.position_scales and cross_attention_positions=time both place the "
                 "tokens in time: set one of them"
             )
+        if (
+            self.fusion.cross_distance_bias
+            and self.cross_attention_positions == "none"
+            and not self.fusion.position_scales
+        ):
+            raise ValueError(
+                "fusion.cross_distance_bias measures distances in time: it needs "
+                "cross_attention_positions: time (or fusion.position_scales)"
+            )
         if self.direction_shares is not None:
             shares = self.direction_shares
             if (
