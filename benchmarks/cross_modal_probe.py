@@ -66,7 +66,9 @@ def tts_transcripts(model: torch.nn.Module, run: Path, test: list) -> list[str]:
     from multitower.experiments.zipper_speech_text.recognizer import load_scorer, transcribe
 
     recognizer, alphabet, decoder = load_scorer(run / "recognizer")
-    speech = synthesize_units(model, [t for _, t in test], _Decode)
+    decode = _Decode()  # at most what the speech tower holds (bos and eos counted)
+    decode.max_new_speech = min(_Decode.max_new_speech, model.max_seq_lens["speech"] - 2)
+    speech = synthesize_units(model, [t for _, t in test], decode)
     return transcribe(recognizer, alphabet, speech, decoder=decoder)
 
 

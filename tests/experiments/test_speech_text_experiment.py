@@ -394,7 +394,8 @@ def test_plot_on_an_experiment_directory_plots_every_stage(tiny_run, tmp_path, m
 def test_the_large_recipe_runs_at_toy_size_with_time_aligned_cross_attention(tmp_path):
     """configs/zipper_speech_text_large.yaml end to end on CPU with toy sizes given as
     overrides (about a minute): every stage, two parallel fine-tunes, and a saved
-    Zipper whose cross-attention places text at the measured units per text id."""
+    Zipper whose cross-attention places text at the measured units per text id
+    and carries the distance bias."""
     from multitower.models.pretrained import load_pretrained
 
     large = ROOT / "configs" / "zipper_speech_text_large.yaml"
@@ -419,8 +420,10 @@ def test_the_large_recipe_runs_at_toy_size_with_time_aligned_cross_attention(tmp
     assert {(r["system"], r["fraction"]) for r in summary["results"]} == {
         ("zipper", 0.5), ("zipper", 1.0), ("baseline", 0.5), ("baseline", 1.0)
     }  # fmt: skip
-    scales = load_pretrained(run_dir / "finetune" / "zipper_1" / "model").config.position_scales
+    config = load_pretrained(run_dir / "finetune" / "zipper_1" / "model").config
+    scales = config.position_scales
     assert scales["speech"] == 1.0 and 1.0 < scales["text"] < 20.0
+    assert config.cross_distance_bias
 
 
 def test_unit_encoding_resumes_from_its_finished_shards(tmp_path, monkeypatch):
