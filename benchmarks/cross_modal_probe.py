@@ -61,11 +61,12 @@ class _Decode:
     top_k = None
 
 
-def tts_transcripts(model: torch.nn.Module, run: Path, test: list) -> list[str]:
-    """Greedy TTS of the test transcripts, heard by the run's TTS scorer."""
-    from multitower.experiments.zipper_speech_text.recognizer import load_scorer, transcribe
+def tts_transcripts(model: torch.nn.Module, scorer: tuple, test: list) -> list[str]:
+    """Greedy TTS of the test transcripts, heard by the run's TTS scorer
+    (``load_scorer``'s recogniser, alphabet and decoder)."""
+    from multitower.experiments.zipper_speech_text.recognizer import transcribe
 
-    recognizer, alphabet, decoder = load_scorer(run / "recognizer")
+    recognizer, alphabet, decoder = scorer
     decode = _Decode()  # at most what the speech tower holds (bos and eos counted)
     decode.max_new_speech = min(_Decode.max_new_speech, model.max_seq_lens["speech"] - 2)
     speech = synthesize_units(model, [t for _, t in test], decode)
@@ -186,7 +187,13 @@ def main() -> None:
         per_direction = {k: float(v) for k, v in (kv.split("=") for kv in a.shares.split(","))}
         shares = {{"asr": "text", "tts": "speech"}[k]: v for k, v in per_direction.items()}
     collate = interleaved_collate(model.modalities, shares)
-    data = PairedDirections(aligned, tuple(a.directions.split(",")))
+    directions = tuple(a.directions.split(","))
+    data = PairedDirections(aligned, directions)
+    scorer = None
+    if "tts" in directions:
+        from multitower.experiments.zipper_speech_text.recognizer import load_scorer
+
+        scorer = load_scorer(run / "recognizer")
     task = InterleavedLMTask(a.input_noise, model.modalities)
     rng = random.Random(0)
     order: list[int] = []
@@ -244,15 +251,14 @@ def main() -> None:
             shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
             gate = f" max|tanh(gate)|={max(gates):.3f}" if gates else ""
             if a.wer_every_eval and done < a.steps:
-                if "asr" in a.directions.split(","):
+                if "asr" in directions:
                     hyps = transcribe_units(model, [u for u, _ in test], text_tok, _Decode)
                     gate += f" asr_wer={wer(test_texts, hyps):.3f}"
-                if "tts" in a.directions.split(","):
-                    gate += f" tts_wer={wer(test_texts, tts_transcripts(model, run, test)):.3f}"
+                if scorer is not None:
+                    gate += f" tts_wer={wer(test_texts, tts_transcripts(model, scorer, test)):.3f}"
             print(f"step {done}: {shown}{gate} ({time.time() - t0:.0f} s)", flush=True)
-    directions = a.directions.split(",")
-    if "tts" in directions:
-        tts_hyps = tts_transcripts(model, run, test)
+    if scorer is not None:
+        tts_hyps = tts_transcripts(model, scorer, test)
         for ref, hyp in list(zip(test_texts, tts_hyps))[:3]:
             print(f"  ref: {ref}\n  tts: {hyp}")
         tts_wer = wer(test_texts, tts_hyps)

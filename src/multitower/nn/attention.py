@@ -293,7 +293,7 @@ class CrossAttention(nn.Module):
         if not isinstance(mask, CrossMask):
             # Empty rows would softmax over nothing (NaN); let them see everything, then zero them.
             mask = CrossMask.from_visibility(mask, q.dtype)
-        attn_mask = mask.safe if bias is None else bias.masked_fill(~mask.safe, float("-inf"))
+        attn_mask = mask.safe if bias is None else torch.where(mask.safe, bias, float("-inf"))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, Tq, Dh)
         keep = mask.keep if mask.keep.dtype == q.dtype else mask.keep.to(q.dtype)
         return self.out_proj(merge_heads(out)) * keep
