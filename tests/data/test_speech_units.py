@@ -493,3 +493,100 @@ def test_feature_option_validation() -> None:
     ):
         with pytest.raises(ValueError, match=f"UnitConfig.{field}"):
             UnitConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------
+# VTLN and duration-penalised assignment
+def test_penalised_assign_matches_brute_force() -> None:
+    import itertools
+
+    from multitower.data.speech.kmeans import penalised_assign
+
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(6, 3, generator=g), torch.randn(3, 3, generator=g)
+    dist = torch.cdist(x.double(), c.double()).pow(2)  # (6, 3)
+    for cost in (0.0, 0.3, 1.0, 3.0, 100.0):
+        best = min(
+            itertools.product(range(3), repeat=6),
+            key=lambda z, cost=cost: (
+                sum(float(dist[t, z[t]]) for t in range(6))
+                + cost * sum(z[t] != z[t - 1] for t in range(1, 6))
+            ),
+        )
+        assert penalised_assign(x, c, cost).tolist() == list(best), cost
+    assert torch.equal(penalised_assign(x, c, 0.0), assign(x, c)[0])
+    assert penalised_assign(x, c, 1e6).unique().numel() == 1  # one run
+    with pytest.raises(ValueError, match="switch_cost"):
+        penalised_assign(x, c, -1.0)
+
+
+def test_warped_filterbank() -> None:
+    from multitower.data.speech.features import VTLN_WARPS, warp_frequencies
+
+    f = torch.linspace(0, 8000, 201, dtype=torch.float64)
+    for w in VTLN_WARPS:
+        fw = warp_frequencies(f, w, 8000.0)
+        assert float(fw[0]) == 0 and abs(float(fw[-1]) - 8000) < 1e-6
+        assert bool((fw.diff() > 0).all())  # monotonic: no band folds over
+    torch.testing.assert_close(
+        mel_filterbank(201, 80, 16000, warp=1.0), mel_filterbank(201, 80, 16000)
+    )
+    # A tone at f Hz peaks in the warp-w filterbank where the plain one sees w * f.
+    plain, up = mel_filterbank(201, 40, 16000), mel_filterbank(201, 40, 16000, warp=1.2)
+    bin_1000, bin_1200 = 25, 30  # 40 Hz per bin
+    assert int(up[bin_1000].argmax()) == int(plain[bin_1200].argmax())
+    with pytest.raises(ValueError, match="warp"):
+        mel_filterbank(201, 80, 16000, warp=3.0)
+
+
+def test_vtln_and_run_penalty_fit_encode_and_round_trip(
+    tmp_path: Path, speech: list[torch.Tensor]
+) -> None:
+    from multitower.data.speech.features import VTLN_WARPS
+
+    base = {
+        "codebook_size": 16,
+        "features": "mfcc",
+        "deltas": 2,
+        "cmvn": "utterance",
+        "kmeans_iters": 5,
+    }
+    tok = SpeechUnitTokenizer.fit(
+        speech[:15], UnitConfig(**base, vtln=True, vtln_iters=1, run_penalty=2.0)
+    )
+    plain = SpeechUnitTokenizer.fit(speech[:15], UnitConfig(**base))
+    assert tok.switch_cost > 0 and plain.switch_cost == 0
+    warps = {tok.warp(a) for a in speech}
+    assert warps <= set(VTLN_WARPS) and len(warps) > 1  # three voices: not all one warp
+    assert plain.warp(speech[0]) == 1.0
+    # The chosen warp is the one closest to the codebook.
+    power = tok._power(speech[16])
+    scores = {
+        w: float(assign(tok._vectors_at(power, w, None), tok.centroids)[1].mean())
+        for w in VTLN_WARPS
+    }
+    assert tok.warp(speech[16]) == min(scores, key=scores.__getitem__)
+    # The penalty lengthens runs: fewer changes of unit than the nearest centroid.
+    feats = tok.features(speech[16])
+    penalised = tok.encode(speech[16], dedup=False)
+    nearest = assign(feats, tok.centroids)[0]
+    assert penalised.shape == nearest.shape
+    assert int((penalised.diff() != 0).sum()) < int((nearest.diff() != 0).sum())
+    assert tok.centroid_logmel().shape == (16, 2, 80)  # unwarped log-mel, for resynthesis
+    tok.save(tmp_path / "t")
+    loaded = SpeechUnitTokenizer.load(tmp_path / "t")
+    assert loaded.config == tok.config and loaded.switch_cost == tok.switch_cost
+    for a in speech[15:]:
+        assert torch.equal(loaded.encode(a), tok.encode(a))
+
+
+def test_vtln_option_validation() -> None:
+    for kwargs, match in (
+        ({"vtln": True, "cmvn": "speaker"}, "vtln"),
+        ({"vtln_iters": 0}, "vtln_iters"),
+        ({"run_penalty": -1.0}, "run_penalty"),
+        ({"run_penalty": float("nan")}, "run_penalty"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            UnitConfig(**kwargs)
+    assert not UnitConfig(vtln=True).plain_logmel  # warped centroids are not the speech's log-mel

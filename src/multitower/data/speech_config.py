@@ -157,6 +157,18 @@ class UnitConfig:
             then needed to fit and encode, see :meth:`~multitower.data.speech.units.SpeechUnitTokenizer.add_speaker`).
         min_run: runs of fewer than this many identical units are absorbed by
             the preceding run (1: off).
+        vtln: vocal tract length normalisation without transcripts: each
+            utterance's mel filterbank is warped by the factor of
+            :data:`~multitower.data.speech.features.VTLN_WARPS` (0.80 to 1.20) whose features lie closest to
+            the codebook (lowest mean squared distance); fitting alternates
+            k-means and the warp choice ``vtln_iters`` times.
+        vtln_iters: warp-choice rounds when fitting with ``vtln``.
+        run_penalty: with ``> 0``, an utterance's units are the sequence that
+            minimises the summed squared distances to the chosen centroids plus
+            ``run_penalty`` x (the fit data's mean squared distance) per change
+            of unit (a Viterbi pass, duration-penalised as in Kamper's DPDP),
+            instead of each vector's nearest centroid: fewer spurious flips
+            between neighbouring codes.
         normalize: mean/variance-normalise each stacked feature dimension
             (statistics of the fit data).
         dedup: default of :meth:`~multitower.data.speech.units.SpeechUnitTokenizer.encode`'s ``dedup``.
@@ -178,6 +190,9 @@ class UnitConfig:
     deltas: int = 0
     cmvn: str = "none"
     min_run: int = 1
+    vtln: bool = False
+    vtln_iters: int = 2
+    run_penalty: float = 0.0
     normalize: bool = True
     dedup: bool = False
     kmeans_iters: int = 30
@@ -218,6 +233,17 @@ class UnitConfig:
             raise ValueError(f"UnitConfig.cmvn must be one of {CMVN}, got {self.cmvn!r}")
         if self.min_run < 1:
             raise ValueError(f"UnitConfig.min_run must be >= 1, got {self.min_run}")
+        if self.vtln and self.cmvn == "speaker":
+            raise ValueError(
+                "UnitConfig: vtln warps each utterance, cmvn='speaker' pools a speaker's unwarped "
+                "frames; use vtln with cmvn 'utterance' or 'none'"
+            )
+        if self.vtln_iters < 1:
+            raise ValueError(f"UnitConfig.vtln_iters must be >= 1, got {self.vtln_iters}")
+        if not (math.isfinite(self.run_penalty) and self.run_penalty >= 0):
+            raise ValueError(
+                f"UnitConfig.run_penalty must be a finite number >= 0, got {self.run_penalty}"
+            )
         if self.kmeans_iters < 1:
             raise ValueError(f"UnitConfig.kmeans_iters must be >= 1, got {self.kmeans_iters}")
         if self.max_fit_vectors < self.codebook_size:
@@ -252,7 +278,9 @@ class UnitConfig:
     @property
     def plain_logmel(self) -> bool:
         """Features are the log-mel frames themselves (centroids give log-mel directly)."""
-        return self.features == "logmel" and self.deltas == 0 and self.cmvn == "none"
+        return (
+            self.features == "logmel" and self.deltas == 0 and self.cmvn == "none" and not self.vtln
+        )
 
     def num_units(self, num_samples: int) -> int:
         """Units produced (before dedup) for ``num_samples`` samples."""

@@ -30,8 +30,27 @@ def mel_to_hz(m: torch.Tensor | float) -> torch.Tensor:
     return 700.0 * (10.0 ** (torch.as_tensor(m, dtype=torch.float64) / 2595.0) - 1.0)
 
 
+# Frequency warps tried by vocal tract length normalisation (UnitConfig.vtln).
+VTLN_WARPS = tuple(round(0.80 + 0.04 * i, 2) for i in range(11))  # 0.80, 0.84, ..., 1.20
+
+
+def warp_frequencies(freqs: torch.Tensor, warp: float, nyquist: float) -> torch.Tensor:
+    """Piecewise-linear VTLN warp: ``f -> warp * f`` up to a knee at
+    ``0.85 * nyquist * min(1, 1 / warp)``, then the straight line to ``nyquist``
+    (so ``[0, nyquist]`` maps onto itself)."""
+    knee = 0.85 * nyquist * min(1.0, 1.0 / warp)
+    upper = warp * knee + (nyquist - warp * knee) * (freqs - knee) / (nyquist - knee)
+    return torch.where(freqs <= knee, warp * freqs, upper)
+
+
 def mel_filterbank(
-    n_freqs: int, n_mels: int, sample_rate: int, *, f_min: float = 0.0, f_max: float | None = None
+    n_freqs: int,
+    n_mels: int,
+    sample_rate: int,
+    *,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    warp: float = 1.0,
 ) -> torch.Tensor:
     """Triangular HTK mel filterbank.
 
@@ -41,6 +60,10 @@ def mel_filterbank(
         n_mels: number of filters.
         sample_rate: in Hz.
         f_min, f_max: band edges in Hz (``f_max`` defaults to ``sample_rate / 2``).
+        warp: VTLN factor (:func:`warp_frequencies`): the triangles are read at
+            the warped bin frequencies, so ``warp > 1`` moves the speaker's
+            formants up the mel axis. A narrow low filter may then cover no bin
+            (its band reads the log floor); only ``warp == 1`` checks for that.
 
     Returns:
         ``(n_freqs, n_mels)`` float32 weights: ``mel = power @ fb``.
@@ -58,7 +81,11 @@ def mel_filterbank(
         raise ValueError(
             f"need n_freqs >= 2 and n_mels >= 1, got n_freqs={n_freqs}, n_mels={n_mels}"
         )
+    if not 0.5 <= warp <= 2.0:
+        raise ValueError(f"mel_filterbank: warp must be in [0.5, 2], got {warp}")
     freqs = torch.linspace(0, sample_rate / 2, n_freqs, dtype=torch.float64)  # (F,)
+    if warp != 1.0:
+        freqs = warp_frequencies(freqs, warp, sample_rate / 2)
     corners = mel_to_hz(
         torch.linspace(
             float(hz_to_mel(f_min)), float(hz_to_mel(f_max)), n_mels + 2, dtype=torch.float64
@@ -69,7 +96,7 @@ def mel_filterbank(
     falling = (hi[None, :] - freqs[:, None]) / (hi - centre)[None, :]  # (F, M)
     fb = torch.clamp(torch.minimum(rising, falling), min=0.0)  # (F, M)
     empty = (fb.max(dim=0).values == 0).nonzero().flatten().tolist()
-    if empty:
+    if empty and warp == 1.0:
         raise ValueError(
             f"mel filters {empty} cover no STFT bin: lower n_mels={n_mels} or raise n_fft (n_freqs={n_freqs})"
         )

@@ -141,3 +141,46 @@ def kmeans(
         prev = inertia
     _, dists = assign(x, centroids, chunk_size=chunk_size)
     return KMeansResult(centroids=centroids, inertia=float(dists.sum()), n_iter=n_done)
+
+
+def penalised_assign(x: torch.Tensor, centroids: torch.Tensor, switch_cost: float) -> torch.Tensor:
+    """The unit sequence minimising distance plus a cost per change of unit.
+
+    Minimises ``sum_t |x_t - c_{z_t}|^2 + switch_cost * #{t : z_t != z_{t-1}}``
+    over all label sequences ``z`` by a Viterbi pass (``O(n k)``: staying costs
+    nothing, switching costs ``switch_cost`` from the best previous label).
+    ``switch_cost = 0`` is :func:`assign`'s nearest centroid per row.
+
+    Args:
+        x: ``(n, D)`` vectors of one utterance, in time order.
+        centroids: ``(k, D)``.
+        switch_cost: ``>= 0``, in squared-distance units.
+
+    Returns:
+        ``(n,)`` long labels.
+    """
+    if switch_cost < 0:
+        raise ValueError(f"penalised_assign: switch_cost must be >= 0, got {switch_cost}")
+    if switch_cost == 0 or x.shape[0] <= 1:
+        return assign(x, centroids)[0]
+    dist = (
+        x.pow(2).sum(dim=1, keepdim=True) - 2.0 * (x @ centroids.T) + centroids.pow(2).sum(dim=1)
+    ).clamp(min=0.0)  # (n, k)
+    n, k = dist.shape
+    labels = torch.arange(k)
+    cost = dist[0].clone()  # (k,) best cost of a sequence ending in each label
+    back = torch.empty(n - 1, k, dtype=torch.long)  # the previous label of each best path
+    for t in range(1, n):
+        best, best_label = cost.min(dim=0)
+        switch = best + switch_cost
+        stay = cost <= switch
+        back[t - 1] = torch.where(stay, labels, best_label)
+        cost = dist[t] + torch.minimum(cost, switch)
+    path = torch.empty(n, dtype=torch.long)
+    path[-1] = cost.argmin()
+    back_list = back.tolist()
+    current = int(path[-1])
+    for t in range(n - 2, -1, -1):
+        current = back_list[t][current]
+        path[t] = current
+    return path

@@ -14,9 +14,17 @@ tokens. We make them without a pre-trained speech encoder:
 3. per-dimension mean/variance normalisation, statistics from the fit data;
 4. k-means (:mod:`~.kmeans`: k-means++ initialisation, seeded, batched
    distances, Lloyd iterations) with ``codebook_size`` centroids, fitted on unaligned speech only;
-5. a unit is the index of the nearest centroid; runs shorter than ``min_run``
+5. a unit is the index of the nearest centroid (with ``run_penalty`` > 0: the
+   sequence minimising the distances plus a cost per change of unit,
+   :func:`~.kmeans.penalised_assign`); runs shorter than ``min_run``
    units are absorbed by the run before them (the first run by the one after);
    optionally consecutive repeats are then merged (``dedup``).
+
+With ``vtln`` the mel filterbank of each utterance is warped
+(:func:`~.features.warp_frequencies`) by the factor of
+:data:`~.features.VTLN_WARPS` that brings its vectors closest to the codebook:
+vocal tract length normalisation without transcripts; fitting alternates the
+warp choice and k-means (``vtln_iters`` rounds after a first unwarped fit).
 
 Saved format (:meth:`SpeechUnitTokenizer.save`): version 2 adds the feature
 fields to the config and, when the features are not plain log-mel, a
@@ -44,12 +52,14 @@ from safetensors.torch import save as save_tensors
 
 from multitower.data.speech.audio import read_audio
 from multitower.data.speech.features import (
+    VTLN_WARPS,
     LogMel,
     add_deltas,
+    mel_filterbank,
     mfcc_from_logmel,
     utterance_cmvn,
 )
-from multitower.data.speech.kmeans import assign, kmeans
+from multitower.data.speech.kmeans import assign, kmeans, penalised_assign
 from multitower.data.speech_config import UnitConfig
 from multitower.io import file_sha256, write_bytes_atomic, write_text_atomic
 from multitower.progress import Progress, log_line
@@ -123,6 +133,8 @@ class SpeechUnitTokenizer:
             (then derived from the centroids).
         speaker_stats: ``{speaker: (mean, std)}`` frame statistics, each
             ``(frame_dim,)``, for ``cmvn="speaker"``.
+        switch_cost: cost per change of unit (``config.run_penalty`` times the
+            fit data's mean squared distance; 0: nearest centroid).
     """
 
     def __init__(
@@ -135,6 +147,7 @@ class SpeechUnitTokenizer:
         mean_run_length: float = 1.0,
         unit_logmel: torch.Tensor | None = None,
         speaker_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        switch_cost: float = 0.0,
     ) -> None:
         expected = {
             "centroids": (config.codebook_size, config.feature_dim),
@@ -157,6 +170,8 @@ class SpeechUnitTokenizer:
                 )
         if not mean_run_length >= 1.0:
             raise ValueError(f"mean_run_length must be >= 1, got {mean_run_length}")
+        if not (math.isfinite(switch_cost) and switch_cost >= 0):
+            raise ValueError(f"switch_cost must be a finite number >= 0, got {switch_cost}")
         self.config = config
         self.centroids = centroids.float().contiguous()  # (k, D), in normalised feature space
         self.mean = mean.float().contiguous()  # (D,)
@@ -166,30 +181,48 @@ class SpeechUnitTokenizer:
         self.speaker_stats = {
             str(k): (m.float(), s.float()) for k, (m, s) in (speaker_stats or {}).items()
         }
+        self.switch_cost = float(switch_cost)
         self.logmel = LogMel(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
+        self.warps = VTLN_WARPS if config.vtln else (1.0,)
+        self.warp_fbs = {
+            w: mel_filterbank(config.n_fft // 2 + 1, config.n_mels, config.sample_rate, warp=w)
+            for w in self.warps
+        }  # (F, M) each
 
     @property
     def vocab_size(self) -> int:
         return self.config.codebook_size
 
     # -- features ----------------------------------------------------------------
-    def _frames(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T,)`` waveform -> ``(n_units * frames_per_unit, frame_dim)`` feature frames
-        (before any CMVN) and the matching ``(..., n_mels)`` log-mel frames."""
+    def _power(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(T,)`` waveform -> ``(n_units * frames_per_unit, n_fft // 2 + 1)`` power frames."""
         cfg = self.config
         if audio.dim() != 1 or audio.numel() == 0:
             raise ValueError(f"expected a non-empty 1-D waveform, got shape {tuple(audio.shape)}")
-        logmel = self.logmel(audio)  # (n_frames, M)
-        n_units = cfg.num_units(audio.shape[0])
-        want = n_units * cfg.frames_per_unit
-        if logmel.shape[0] >= want:
-            logmel = logmel[:want]  # drop the trailing centred frame
-        else:
-            logmel = torch.cat(
-                [logmel, logmel[-1:].expand(want - logmel.shape[0], -1)]
-            )  # (want, M)
-        frames = mfcc_from_logmel(logmel, cfg.n_mfcc) if cfg.features == "mfcc" else logmel
-        return add_deltas(frames, cfg.deltas), logmel  # (want, frame_dim), (want, M)
+        power = self.logmel.power_spectrogram(audio)  # (n_frames, F)
+        want = cfg.num_units(audio.shape[0]) * cfg.frames_per_unit
+        if power.shape[0] >= want:
+            return power[:want]  # drop the trailing centred frame
+        return torch.cat([power, power[-1:].expand(want - power.shape[0], -1)])  # (want, F)
+
+    def _frames_at(self, power: torch.Tensor, warp: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Power frames -> feature frames (before any CMVN) with the filterbank
+        warped by ``warp``, and the plain (unwarped) log-mel frames."""
+        cfg = self.config
+        floor = self.logmel.log_floor
+        logmel = torch.log(torch.clamp(power @ self.logmel.fb, min=floor))  # (n, M)
+        warped = (
+            logmel
+            if warp == 1.0
+            else torch.log(torch.clamp(power @ self.warp_fbs[warp], min=floor))
+        )
+        frames = mfcc_from_logmel(warped, cfg.n_mfcc) if cfg.features == "mfcc" else warped
+        return add_deltas(frames, cfg.deltas), logmel  # (n, frame_dim), (n, M)
+
+    def _frames(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(T,)`` waveform -> ``(n_units * frames_per_unit, frame_dim)`` unwarped feature
+        frames (before any CMVN) and the matching ``(..., n_mels)`` log-mel frames."""
+        return self._frames_at(self._power(audio), 1.0)
 
     def _stack(self, frames: torch.Tensor) -> torch.Tensor:
         """``(n_units * fpu, F)`` frames -> ``(n_units, fpv * F)`` vectors with context."""
@@ -218,18 +251,40 @@ class SpeechUnitTokenizer:
             return (frames - mean) / std
         return frames
 
-    def _raw_vectors(self, audio: torch.Tensor, speaker: str | None = None) -> torch.Tensor:
-        """``(T,)`` waveform -> ``(n_units, feature_dim)`` stacked features, not normalised."""
-        frames, _ = self._frames(audio)
-        return self._stack(self._cmvn(frames, speaker))
+    def _vectors_at(self, power: torch.Tensor, warp: float, speaker: str | None) -> torch.Tensor:
+        """Power frames -> ``(n_units, feature_dim)`` normalised vectors at one warp."""
+        frames, _ = self._frames_at(power, warp)
+        return (self._stack(self._cmvn(frames, speaker)) - self.mean) / self.std
+
+    def _best_warp(self, power: torch.Tensor, speaker: str | None) -> float:
+        """The warp whose vectors lie closest to the codebook (mean squared distance)."""
+        if len(self.warps) == 1:
+            return self.warps[0]
+        scores = [
+            float(assign(self._vectors_at(power, w, speaker), self.centroids)[1].mean())
+            for w in self.warps
+        ]
+        return self.warps[min(range(len(scores)), key=scores.__getitem__)]
+
+    def warp(self, audio: torch.Tensor, *, speaker: str | None = None) -> float:
+        """The VTLN factor chosen for a waveform (1.0 without ``config.vtln``)."""
+        return self._best_warp(self._power(audio), speaker)
 
     def features(self, audio: torch.Tensor, *, speaker: str | None = None) -> torch.Tensor:
-        """``(T,)`` waveform at ``config.sample_rate`` -> ``(n_units, feature_dim)`` normalised vectors.
+        """``(T,)`` waveform at ``config.sample_rate`` -> ``(n_units, feature_dim)`` normalised vectors
+        (at the chosen warp with ``config.vtln``).
 
         Args:
             speaker: the speaker id; required with ``cmvn="speaker"``, ignored otherwise.
         """
-        return (self._raw_vectors(audio, speaker) - self.mean) / self.std
+        power = self._power(audio)
+        return self._vectors_at(power, self._best_warp(power, speaker), speaker)
+
+    def _labels(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Normalised vectors -> units, before ``min_run`` smoothing and dedup."""
+        if self.switch_cost > 0:
+            return penalised_assign(vectors, self.centroids, self.switch_cost)
+        return assign(vectors, self.centroids)[0]
 
     def add_speaker(self, speaker: str, audios: Sequence[torch.Tensor | str | Path]) -> None:
         """Measure one speaker's frame statistics (for ``cmvn="speaker"``) from
@@ -270,7 +325,7 @@ class SpeechUnitTokenizer:
             ``n == config.num_units(T)`` without dedup (after ``min_run`` smoothing).
         """
         with torch.no_grad():
-            labels, _ = assign(self.features(audio, speaker=speaker), self.centroids)  # (n_units,)
+            labels = self._labels(self.features(audio, speaker=speaker))  # (n_units,)
         labels = smooth_runs(labels, self.config.min_run)
         if self.config.dedup if dedup is None else dedup:
             labels, _ = dedup_units(labels)
@@ -345,53 +400,67 @@ class SpeechUnitTokenizer:
             for spk, items in by_speaker.items():
                 shell.add_speaker(spk, items)
         quota = math.ceil(config.max_fit_vectors / len(audios))
-        chunks: list[torch.Tensor] = []
-        logmel_chunks: list[torch.Tensor] = []
-        # A few whole utterances, to measure how long units repeat.
-        run_length_utts: list[torch.Tensor] = []
         start = time.monotonic()
-        progress = Progress(
-            len(audios), "speech units: features", unit="utts", mode="off" if quiet else "auto"
-        )
-        for i, item in enumerate(audios):
-            audio = read_audio(item, config.sample_rate) if isinstance(item, (str, Path)) else item
-            speaker = None if speakers is None else str(speakers[i])
-            with torch.no_grad():
-                frames, logmel = shell._frames(audio)
-                vectors = shell._stack(shell._cmvn(frames, speaker))  # (n_units, D)
-                unit_logmel = logmel.reshape(vectors.shape[0], config.frames_per_unit, -1)
-            if len(run_length_utts) < 64:
-                run_length_utts.append(vectors)
-            if vectors.shape[0] > quota:
-                keep = torch.randperm(vectors.shape[0], generator=generator)[:quota]
-                vectors, unit_logmel = vectors[keep], unit_logmel[keep]
-            chunks.append(vectors)
-            if not config.plain_logmel:
-                logmel_chunks.append(unit_logmel)
-            progress.update(i + 1)
-        progress.close()
-        x = torch.cat(chunks)  # (N, D)
-        x_logmel = torch.cat(logmel_chunks) if logmel_chunks else None  # (N, fpu, M)
-        if x.shape[0] > config.max_fit_vectors:
-            keep = torch.randperm(x.shape[0], generator=generator)[: config.max_fit_vectors]
-            x = x[keep]
-            x_logmel = None if x_logmel is None else x_logmel[keep]
-        if x.shape[0] < config.codebook_size:
-            raise ValueError(
-                f"SpeechUnitTokenizer.fit: {x.shape[0]} unit vectors < codebook_size={config.codebook_size}; give more audio"
+        warps = [1.0] * len(audios)
+        n_passes = 1 + (config.vtln_iters if config.vtln else 0)
+        current: SpeechUnitTokenizer | None = None  # the previous pass's codebook
+        for pass_index in range(n_passes):
+            # The same rows are sampled in every pass (the generator restarts).
+            generator = torch.Generator().manual_seed(config.seed)
+            chunks: list[torch.Tensor] = []
+            logmel_chunks: list[torch.Tensor] = []
+            # A few whole utterances, to measure how long units repeat.
+            run_length_utts: list[torch.Tensor] = []
+            label = "speech units: features" + (
+                f" (pass {pass_index + 1}/{n_passes})" if n_passes > 1 else ""
             )
-        if config.normalize:
-            mean = x.mean(dim=0)  # (D,)
-            std = x.std(dim=0).clamp(min=1e-5)  # (D,)
-        else:
-            mean, std = torch.zeros(config.feature_dim), torch.ones(config.feature_dim)
-        log_line(
-            f"speech units: k-means k={config.codebook_size} on {x.shape[0]} vectors of dim {config.feature_dim}",
-            stderr=not quiet,
-        )
-        result = kmeans(
-            (x - mean) / std, config.codebook_size, n_iter=config.kmeans_iters, seed=config.seed
-        )
+            progress = Progress(len(audios), label, unit="utts", mode="off" if quiet else "auto")
+            for i, item in enumerate(audios):
+                audio = (
+                    read_audio(item, config.sample_rate) if isinstance(item, (str, Path)) else item
+                )
+                speaker = None if speakers is None else str(speakers[i])
+                with torch.no_grad():
+                    power = shell._power(audio)
+                    if current is not None:
+                        warps[i] = current._best_warp(power, speaker)
+                    frames, logmel = shell._frames_at(power, warps[i])
+                    vectors = shell._stack(shell._cmvn(frames, speaker))  # (n_units, D)
+                    unit_logmel = logmel.reshape(vectors.shape[0], config.frames_per_unit, -1)
+                if len(run_length_utts) < 64:
+                    run_length_utts.append(vectors)
+                if vectors.shape[0] > quota:
+                    keep = torch.randperm(vectors.shape[0], generator=generator)[:quota]
+                    vectors, unit_logmel = vectors[keep], unit_logmel[keep]
+                chunks.append(vectors)
+                if not config.plain_logmel:
+                    logmel_chunks.append(unit_logmel)
+                progress.update(i + 1)
+            progress.close()
+            x = torch.cat(chunks)  # (N, D)
+            x_logmel = torch.cat(logmel_chunks) if logmel_chunks else None  # (N, fpu, M)
+            if x.shape[0] > config.max_fit_vectors:
+                keep = torch.randperm(x.shape[0], generator=generator)[: config.max_fit_vectors]
+                x = x[keep]
+                x_logmel = None if x_logmel is None else x_logmel[keep]
+            if x.shape[0] < config.codebook_size:
+                raise ValueError(
+                    f"SpeechUnitTokenizer.fit: {x.shape[0]} unit vectors < codebook_size={config.codebook_size}; give more audio"
+                )
+            if config.normalize:
+                mean = x.mean(dim=0)  # (D,)
+                std = x.std(dim=0).clamp(min=1e-5)  # (D,)
+            else:
+                mean, std = torch.zeros(config.feature_dim), torch.ones(config.feature_dim)
+            log_line(
+                f"speech units: k-means k={config.codebook_size} on {x.shape[0]} vectors of dim {config.feature_dim}"
+                + (f", mean warp {sum(warps) / len(warps):.3f}" if config.vtln else ""),
+                stderr=not quiet,
+            )
+            result = kmeans(
+                (x - mean) / std, config.codebook_size, n_iter=config.kmeans_iters, seed=config.seed
+            )
+            current = cls(config, result.centroids, mean, std)
         unit_logmel_means = None
         if x_logmel is not None:
             labels, _ = assign((x - mean) / std, result.centroids)  # (N,)
@@ -407,11 +476,10 @@ class SpeechUnitTokenizer:
             std,
             unit_logmel=unit_logmel_means,
             speaker_stats=shell.speaker_stats,
+            switch_cost=config.run_penalty * result.inertia / x.shape[0],
         )
         runs = [
-            dedup_units(smooth_runs(assign((v - mean) / std, result.centroids)[0], config.min_run))[
-                1
-            ]
+            dedup_units(smooth_runs(tok._labels((v - mean) / std), config.min_run))[1]
             for v in run_length_utts
         ]
         tok.mean_run_length = float(torch.cat(runs).float().mean())
@@ -435,6 +503,7 @@ class SpeechUnitTokenizer:
             "version": _FORMAT_VERSION,
             "config": asdict(self.config),
             "mean_run_length": self.mean_run_length,
+            "switch_cost": self.switch_cost,
             "speakers": speakers,
         }
         tensors = {"centroids": self.centroids, "mean": self.mean, "std": self.std}
@@ -509,6 +578,7 @@ class SpeechUnitTokenizer:
                 mean_run_length=float(meta.get("mean_run_length", 1.0)),
                 unit_logmel=tensors.get("unit_logmel"),
                 speaker_stats=stats,
+                switch_cost=float(meta.get("switch_cost", 0.0)),
             )
         except ValueError as err:
             raise ValueError(f"{tensors_path}: {err}") from err
