@@ -22,7 +22,7 @@ reference transcript's tokens for ASR, the real utterance's units for TTS), so
 the work matches what a trained model does.
 
 Finally it measures unit quality (:mod:`multitower.eval.units`) of the
-recommended unit design (:data:`UNIT_DESIGN`) on a small generated corpus with
+default recipe's unit design (:data:`UNIT_DESIGN`) on a small generated corpus with
 the recipe's 16-speaker plan: fitted on its unaligned split, scored on its
 aligned split, cross-voice distances on its test sentences; printed as
 ``pnmi=... speaker_info=... cross_voice_distance=...`` before the summary line,
@@ -57,14 +57,17 @@ DEFAULT_VOICES = (
 )
 SUMMARY_KEYS = ["synth_utt_per_s", "tokenize_rtf", "asr_rtf", "tts_rtf"]
 UNIT_KEYS = ["pnmi", "speaker_info", "cross_voice_distance", "scorer_floor_wer"]
-# The recommended unit design (UNITS_FINDINGS.md).
+# The default recipe's unit design (configs/zipper_speech_text.yaml, UNITS_FINDINGS.md).
 UNIT_DESIGN = dict(
-    codebook_size=1024,
-    unit_rate=25,
-    frames_per_unit=4,
+    codebook_size=512,
+    unit_rate=100,
+    frames_per_unit=1,
+    context=2,
     features="mfcc",
     deltas=2,
     cmvn="utterance",
+    vtln=True,
+    run_penalty=2.0,
     dedup=True,
 )
 

@@ -31,3 +31,19 @@ def test_gpu_benchmark_toy_run_prints_its_figures():
     for key in ("mfu", "decode_tok_s_b1", "decode_tok_s_b64"):
         assert math.isfinite(float(fields[key])) and float(fields[key]) > 0, lines[-1]
     assert "NOT a GPU figure" in run.stdout  # a toy CPU figure is never taken for a GPU's
+
+
+def test_speech_pipeline_unit_design_is_the_recipes():
+    """The benchmark's unit-quality line measures the default recipe's units."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location(
+        "speech_pipeline", ROOT / "benchmarks" / "speech_pipeline.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    recipe = yaml.safe_load((ROOT / "configs" / "zipper_speech_text.yaml").read_text())
+    assert recipe["units"] == module.UNIT_DESIGN
