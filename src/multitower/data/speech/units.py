@@ -185,7 +185,9 @@ class SpeechUnitTokenizer:
         self.logmel = LogMel(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
         self.warps = VTLN_WARPS if config.vtln else (1.0,)
         self.warp_fbs = {
-            w: mel_filterbank(config.n_fft // 2 + 1, config.n_mels, config.sample_rate, warp=w)
+            w: self.logmel.fb
+            if w == 1.0
+            else mel_filterbank(config.n_fft // 2 + 1, config.n_mels, config.sample_rate, warp=w)
             for w in self.warps
         }  # (F, M) each
 
@@ -205,24 +207,17 @@ class SpeechUnitTokenizer:
             return power[:want]  # drop the trailing centred frame
         return torch.cat([power, power[-1:].expand(want - power.shape[0], -1)])  # (want, F)
 
-    def _frames_at(self, power: torch.Tensor, warp: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Power frames -> feature frames (before any CMVN) with the filterbank
-        warped by ``warp``, and the plain (unwarped) log-mel frames."""
-        cfg = self.config
-        floor = self.logmel.log_floor
-        logmel = torch.log(torch.clamp(power @ self.logmel.fb, min=floor))  # (n, M)
-        warped = (
-            logmel
-            if warp == 1.0
-            else torch.log(torch.clamp(power @ self.warp_fbs[warp], min=floor))
-        )
-        frames = mfcc_from_logmel(warped, cfg.n_mfcc) if cfg.features == "mfcc" else warped
-        return add_deltas(frames, cfg.deltas), logmel  # (n, frame_dim), (n, M)
+    def _log_mel(self, power: torch.Tensor, warp: float) -> torch.Tensor:
+        """Power frames -> ``(n, n_mels)`` log-mel frames through the ``warp`` filterbank."""
+        return torch.log(torch.clamp(power @ self.warp_fbs[warp], min=self.logmel.log_floor))
 
-    def _frames(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T,)`` waveform -> ``(n_units * frames_per_unit, frame_dim)`` unwarped feature
-        frames (before any CMVN) and the matching ``(..., n_mels)`` log-mel frames."""
-        return self._frames_at(self._power(audio), 1.0)
+    def _frames_at(self, power: torch.Tensor, warp: float) -> torch.Tensor:
+        """Power frames -> ``(n, frame_dim)`` feature frames (before any CMVN) with the
+        filterbank warped by ``warp``."""
+        cfg = self.config
+        logmel = self._log_mel(power, warp)  # (n, M)
+        frames = mfcc_from_logmel(logmel, cfg.n_mfcc) if cfg.features == "mfcc" else logmel
+        return add_deltas(frames, cfg.deltas)
 
     def _stack(self, frames: torch.Tensor) -> torch.Tensor:
         """``(n_units * fpu, F)`` frames -> ``(n_units, fpv * F)`` vectors with context."""
@@ -253,7 +248,7 @@ class SpeechUnitTokenizer:
 
     def _vectors_at(self, power: torch.Tensor, warp: float, speaker: str | None) -> torch.Tensor:
         """Power frames -> ``(n_units, feature_dim)`` normalised vectors at one warp."""
-        frames, _ = self._frames_at(power, warp)
+        frames = self._frames_at(power, warp)
         return (self._stack(self._cmvn(frames, speaker)) - self.mean) / self.std
 
     def _best_warp(self, power: torch.Tensor, speaker: str | None) -> float:
@@ -301,7 +296,7 @@ class SpeechUnitTokenizer:
             audio = (
                 read_audio(item, self.config.sample_rate) if isinstance(item, (str, Path)) else item
             )
-            frames = self._frames(audio)[0].double()  # (n, F)
+            frames = self._frames_at(self._power(audio), 1.0).double()  # (n, F), unwarped
             total = total + frames.sum(dim=0)
             total_sq = total_sq + frames.pow(2).sum(dim=0)
             n += frames.shape[0]
@@ -424,8 +419,10 @@ class SpeechUnitTokenizer:
                     power = shell._power(audio)
                     if current is not None:
                         warps[i] = current._best_warp(power, speaker)
-                    frames, logmel = shell._frames_at(power, warps[i])
+                    frames = shell._frames_at(power, warps[i])
                     vectors = shell._stack(shell._cmvn(frames, speaker))  # (n_units, D)
+                    # The speech's own (unwarped) log-mel, for resynthesis.
+                    logmel = shell._log_mel(power, 1.0)  # (n_units * fpu, M)
                     unit_logmel = logmel.reshape(vectors.shape[0], config.frames_per_unit, -1)
                 if len(run_length_utts) < 64:
                     run_length_utts.append(vectors)
@@ -460,7 +457,8 @@ class SpeechUnitTokenizer:
             result = kmeans(
                 (x - mean) / std, config.codebook_size, n_iter=config.kmeans_iters, seed=config.seed
             )
-            current = cls(config, result.centroids, mean, std)
+            if pass_index + 1 < n_passes:  # the next pass chooses warps against this codebook
+                current = cls(config, result.centroids, mean, std)
         unit_logmel_means = None
         if x_logmel is not None:
             labels, _ = assign((x - mean) / std, result.centroids)  # (N,)
