@@ -59,6 +59,7 @@ class _Decode:
     max_new_speech = 300
     temperature = 0.0
     top_k = None
+    tts_beam_size = 1  # greedy: the probes' recorded figures are greedy
 
 
 def tts_transcripts(model: torch.nn.Module, scorer: tuple, test: list) -> list[str]:

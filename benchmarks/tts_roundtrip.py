@@ -1,8 +1,9 @@
 """Round trip of synthesis: text -> units -> audio -> units -> text.
 
 For the first ``--n`` test sentences of a finished speech-text run, the chosen
-model synthesises speech units (greedy, stopping at the speech tower's end token
-or the run's length cap), the units are rendered to audio exactly as
+model synthesises speech units (beam search with ``--beams``, default 4 as the
+run's evaluation; 1: greedy; stopping at the speech tower's end token or the
+run's length cap), the units are rendered to audio exactly as
 ``multitower tts`` writes it (centroid log-mel frames + Griffin-Lim), the audio
 is encoded again by the run's unit tokenizer, and the run's TTS scorer (the unit
 recogniser and its beam + lexicon + LM decoder) transcribes it. It prints three
@@ -39,6 +40,8 @@ def main() -> None:
     p.add_argument("--model", default=None, help="default: the run's default model")
     p.add_argument("--n", type=int, default=50, help="test sentences")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--beams", type=int, default=4, help="synthesis beams (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument(
         "--gold-only",
         action="store_true",
@@ -91,8 +94,9 @@ def main() -> None:
     rate = units_per_character(run)
     cap = max(speech_length_cap(t, rate) for t in texts)
 
-    class _Eval:  # synthesize_units' settings: greedy, batches of 25
+    class _Eval:  # synthesize_units' settings, batches of 25
         batch_size, max_new_speech, temperature, top_k = 25, cap, 0.0, None
+        tts_beam_size, tts_length_penalty = a.beams, a.length_penalty
 
     speech = synthesize_units(c.model, [c.text_tokenizer.encode(t) for t in texts], _Eval)
     ended = sum(len(s) < cap for s in speech)

@@ -63,3 +63,36 @@ def test_a_corrupted_tokenizer_is_an_error_naming_the_file(tmp_path, capsys, com
     assert "Traceback" not in err
     assert f"multitower {command}: error: cannot load the unit tokenizer: {tensors}: " in err
     assert "SHA-256 differs" in err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--beams", "0"], "--beams must be >= 1, got 0"),
+        (["--beams", "4", "--temperature", "0.7"], "drop --temperature"),
+        (["--length-penalty", "-1"], "--length-penalty must be >= 0"),
+    ],
+)
+def test_tts_decoding_flags_are_checked_before_loading(tmp_path, capsys, flags, message) -> None:
+    # no run directory at all: the flags are refused before anything is read
+    out = tmp_path / "o.wav"
+    code = main(["tts", "hello", "-o", str(out), "--run-dir", str(tmp_path / "none"), *flags])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_tts_decoding_defaults_to_four_beams_and_samples_with_one() -> None:
+    import argparse
+
+    from multitower.cli.tts_cmd import decoding_beams
+
+    def beams(**kw):
+        ns = {"beams": None, "temperature": 0.0, "length_penalty": 1.0} | kw
+        return decoding_beams(argparse.Namespace(**ns))
+
+    assert beams() == 4
+    assert beams(beams=1) == 1
+    assert beams(temperature=0.7) == 1
+    assert beams(temperature=0.7, beams=1) == 1

@@ -144,6 +144,24 @@ def test_recognizer_scorer_fields_are_validated():
             section(**bad)
 
 
+def test_tts_beam_search_settings_are_validated():
+    from multitower.config import build_dataclass
+
+    def section(**values):
+        return build_dataclass(SpeechTextConfig, {"eval": values}, "").eval
+
+    assert section().tts_beam_size == 4  # the recipe's synthesis is beam search
+    assert section(tts_beam_size=1, temperature=0.8, top_k=20).temperature == 0.8
+    for bad, message in (
+        ({"tts_beam_size": 0}, "tts_beam_size must be >= 1"),
+        ({"tts_length_penalty": -0.5}, "tts_length_penalty must be >= 0"),
+        ({"temperature": 0.8}, "takes no temperature or top_k"),
+        ({"top_k": 5}, "takes no temperature or top_k"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            section(**bad)
+
+
 def test_time_positions_are_checked_and_scale_text_by_units_per_token() -> None:
     from multitower.experiments.zipper_speech_text.experiment import time_scales
     from multitower.models.zipper import ZipperConfig

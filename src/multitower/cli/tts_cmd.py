@@ -12,6 +12,9 @@ transcribed by the run's TTS scorer (its unit recogniser and decoder): the line
 says what was asked (the round trip the run's ``benchmarks/tts_roundtrip.py``
 measures on the test sentences).
 
+Speech is decoded by beam search (4 beams, as the run's evaluation; --beams 1 is
+greedy) unless --temperature asks for sampling.
+
 Unless --max-new-tokens is given, the speech is cut at twice the length the
 run's corpus predicts for the text (its units per character on the aligned
 pairs); the output says when that cap was hit.
@@ -47,6 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument(
+        "--beams",
+        type=int,
+        default=None,
+        help="beam search with this many beams (default: 4, as the run's evaluation; "
+        "1 when --temperature is given: sampling)",
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="finished beams rank by log-probability / length ** this (default 1)",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="read the written audio back and print what the run's TTS scorer hears",
@@ -67,16 +83,33 @@ def speech_room(model: nn.Module, text_tokens: int) -> int:
     return max(1, model.max_seq_lens[tower] - prompt - 2)
 
 
+def decoding_beams(args: argparse.Namespace) -> int:
+    """Beams to decode with: --beams, or 4 (1 when sampling); refuses beams with sampling."""
+    if args.beams is not None and args.beams < 1:
+        raise UserError(f"--beams must be >= 1, got {args.beams}")
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.length_penalty < 0:
+        raise UserError(f"--length-penalty must be >= 0, got {args.length_penalty}")
+    if args.temperature > 0:
+        if args.beams is not None and args.beams > 1:
+            raise UserError("--beams > 1 is beam search, which does not sample: drop --temperature")
+        return 1
+    return 4 if args.beams is None else args.beams
+
+
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from multitower.data.speech.resynth import units_to_wav
     from multitower.data.text import normalize_text
     from multitower.experiments.zipper_speech_text.experiment import UNIT_OFFSET
     from multitower.generation import generate
+    from multitower.generation.interleaved_beam import generate_beam
     from multitower.interleave import Segment
 
     if args.output.is_dir():
         raise UserError(f"-o {args.output} is a directory; give the path of a .wav file")
+    beams = decoding_beams(args)
     c = load_components(args.run_dir, args.model)
     text = normalize_text(args.text)
     if not text:
@@ -87,19 +120,28 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from err
     limit, why = length_limit(args, text, len(ids), c.model)
     try:
-        out = generate(
-            c.model,
-            [[Segment("text", ids)]],
-            ["speech"],
-            max_new_tokens=limit,
-            temperature=args.temperature,
-            generator=torch.Generator().manual_seed(args.seed),
-        )
+        if beams > 1:
+            tokens = generate_beam(
+                c.model,
+                [[Segment("text", ids)]],
+                "speech",
+                num_beams=beams,
+                length_penalty=args.length_penalty,
+                max_new_tokens=limit,
+            )[0]
+        else:
+            out = generate(
+                c.model,
+                [[Segment("text", ids)]],
+                ["speech"],
+                max_new_tokens=limit,
+                temperature=args.temperature,
+                generator=torch.Generator().manual_seed(args.seed),
+            )
+            tokens = out[0][0].tokens
     except ValueError as err:  # e.g. a text longer than the text tower takes
         raise UserError(str(err)) from err
-    units = torch.tensor(
-        [u - UNIT_OFFSET for u in out[0][0].tokens if u >= UNIT_OFFSET], dtype=torch.long
-    )
+    units = torch.tensor([u - UNIT_OFFSET for u in tokens if u >= UNIT_OFFSET], dtype=torch.long)
     if units.numel() == 0:
         raise UserError("the model generated no speech units for this text")
     audio = units_to_wav(
@@ -107,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = audio.numel() / c.unit_tokenizer.config.sample_rate
     print(f"wrote {args.output} ({units.numel()} units, {seconds:.2f} s) with model {c.model_name}")
-    if len(out[0][0].tokens) >= limit:
+    if len(tokens) >= limit:
         print(
             f"length cap hit: the model did not end the speech itself; cut at {limit} units ({why})"
         )

@@ -40,6 +40,13 @@ def check_slots(positions: torch.Tensor, max_len: int, name: str) -> int:
     return int(hi)
 
 
+def _moved(index: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows to rewrite and their sources (advanced indexing copies the sources first)."""
+    if rows is None:
+        return torch.arange(index.shape[0], device=index.device), index
+    return rows, index[rows]
+
+
 class KVCache(nn.Module):
     """Keys and values of one self-attention layer, shape ``(B, H, S, Dh)``."""
 
@@ -76,6 +83,19 @@ class KVCache(nn.Module):
         self.k.zero_()
         self.v.zero_()
         self.filled = 0
+
+    def reorder(self, index: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Row ``i`` becomes old row ``index[i]`` ``(B,)`` (beam search), in the filled
+        slots only: the rest are rewritten before anything attends to them.
+
+        ``rows``: the rows whose source is another row (default: all); the others
+        keep their contents without a copy.
+        """
+        n = self.filled
+        if n:
+            rows, src = _moved(index, rows)
+            self.k[rows, :, :n] = self.k[src, :, :n]
+            self.v[rows, :, :n] = self.v[src, :, :n]
 
     def mark_filled(self, max_position: int) -> int:
         """Record that slots up to ``max_position`` are about to be written; return
@@ -143,6 +163,14 @@ class CrossKVCache(KVCache):
         super().reset()
         self.global_positions.zero_()
         self.valid.zero_()
+
+    def reorder(self, index: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        super().reorder(index, rows)
+        n = self.filled
+        if n:
+            rows, src = _moved(index, rows)
+            self.global_positions[rows, :n] = self.global_positions[src, :n]
+            self.valid[rows, :n] = self.valid[src, :n]
 
     def update_source(
         self,

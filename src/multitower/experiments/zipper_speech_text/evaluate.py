@@ -1,7 +1,8 @@
 """Speech recognition and synthesis evaluation for the speech-text experiment.
 
 * ASR WER: greedy transcripts of the test speech units vs the references.
-* TTS WER: speech units generated from the test texts, transcribed by the fixed
+* TTS WER: speech units generated from the test texts (beam search unless the
+  eval section's ``tts_beam_size`` is 1), transcribed by the fixed
   unit recogniser, vs the input texts (measures semantic unit modelling, not
   audio quality: spec "Speech and text in the paper").
 """
@@ -55,12 +56,29 @@ def transcribe_units(
 def synthesize_units(
     model: nn.Module, texts: Sequence[Sequence[int]], eval_cfg: Any, *, seed: int = 0
 ) -> list[list[int]]:
-    """TTS: text prompts -> speech-tower ids."""
+    """TTS: text prompts -> speech-tower ids.
+
+    Beam search when ``eval_cfg.tts_beam_size`` > 1 (a config without the field:
+    1), else greedy or sampled by ``temperature`` / ``top_k``.
+    """
+    from multitower.generation.interleaved_beam import generate_beam
+
     model.eval()
+    beams = getattr(eval_cfg, "tts_beam_size", 1)
     generator = torch.Generator().manual_seed(seed)
     out: list[list[int]] = []
     for chunk in _batched(texts, eval_cfg.batch_size):
         prompts = [[Segment("text", list(t))] for t in chunk]
+        if beams > 1:
+            out += generate_beam(
+                model,
+                prompts,
+                "speech",
+                num_beams=beams,
+                length_penalty=eval_cfg.tts_length_penalty,
+                max_new_tokens=eval_cfg.max_new_speech,
+            )
+            continue
         gen = generate(
             model,
             prompts,
